@@ -1,0 +1,169 @@
+"""Jitted NUTS programs for one shard: warmup, then sampling, on a flat unconstrained vector.
+
+The programs take the shard's data, point mask, prior scale and target acceptance as
+traced arguments, and the model and sampler settings as a static, hashable
+:class:`ShardProgram`. JAX's jit cache therefore compiles each program once per shard
+shape in a process, whatever the number of shards or retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+from numpyro.infer import init_to_median, init_to_sample, init_to_value
+from numpyro.infer.hmc import hmc
+from numpyro.infer.util import initialize_model, potential_energy
+
+from shardmc.tempering import tempered_model
+
+#: Draws used by init_to_median to estimate each latent site's prior median.
+INIT_MEDIAN_DRAWS = 15
+
+
+class ShardProgram(NamedTuple):
+    """Static (hashable) description of a shard's NUTS program."""
+
+    model: Callable
+    observed_sites: frozenset
+    init_strategy: str
+    num_warmup: int
+    num_samples: int
+    dense_mass: bool
+    max_tree_depth: int
+
+
+def _shard_potential(program: ShardProgram, data, mask, prior_scale, model_kwargs, unravel):
+    shard_model = tempered_model(program.model, prior_scale, program.observed_sites, mask)
+    kwargs = {**model_kwargs, **data}
+
+    def potential_fn(flat_z):
+        return potential_energy(shard_model, (), kwargs, unravel(flat_z))
+
+    return shard_model, kwargs, potential_fn
+
+
+def _init_strategy(name: str, init_values: dict) -> Callable:
+    if name == "value":
+        return init_to_value(values=init_values)
+    if name == "sample":
+        return init_to_sample()
+    return init_to_median(num_samples=INIT_MEDIAN_DRAWS)
+
+
+def _initial_flat_z(program, rng_key, data, mask, prior_scale, model_kwargs, init_values):
+    shard_model = tempered_model(program.model, prior_scale, program.observed_sites, mask)
+    info, _, _, _ = initialize_model(
+        rng_key,
+        shard_model,
+        model_kwargs={**model_kwargs, **data},
+        init_strategy=_init_strategy(program.init_strategy, init_values),
+        validate_grad=False,
+    )
+    return ravel_pytree(info.z)
+
+
+def warmup_chain(
+    program: ShardProgram,
+    rng_key: jax.Array,
+    data: dict,
+    mask: jax.Array,
+    prior_scale: jax.Array,
+    model_kwargs: dict,
+    init_values: dict,
+    target_accept_prob: jax.Array,
+):
+    """Initialise and adapt one chain; returns (z, step size, inverse mass, rng key, stats)."""
+    key_init, key_run = jax.random.split(rng_key)
+    flat_z, unravel = _initial_flat_z(
+        program, key_init, data, mask, prior_scale, model_kwargs, init_values
+    )
+    _, _, potential_fn = _shard_potential(program, data, mask, prior_scale, model_kwargs, unravel)
+    init_kernel, sample_kernel = hmc(potential_fn=potential_fn, algo="NUTS")
+    state = init_kernel(
+        flat_z,
+        program.num_warmup,
+        dense_mass=program.dense_mass,
+        target_accept_prob=target_accept_prob,
+        max_tree_depth=program.max_tree_depth,
+        find_heuristic_step_size=True,
+        rng_key=key_run,
+    )
+
+    def step(carry, _):
+        new = sample_kernel(carry)
+        return new, (new.diverging, new.num_steps)
+
+    state, (div, steps) = jax.lax.scan(step, state, None, length=program.num_warmup)
+    adapt = state.adapt_state
+    return state.z, adapt.step_size, adapt.inverse_mass_matrix, state.rng_key, div.sum(), steps.sum()
+
+
+def sample_chain(
+    program: ShardProgram,
+    z0: jax.Array,
+    step_size: jax.Array,
+    inverse_mass_matrix: jax.Array,
+    rng_key: jax.Array,
+    data: dict,
+    mask: jax.Array,
+    prior_scale: jax.Array,
+    model_kwargs: dict,
+    init_values: dict,
+):
+    """Sample one chain from ``z0`` with fixed adapted step size and mass matrix."""
+    _, unravel = _initial_flat_z(
+        program, jax.random.key(0), data, mask, prior_scale, model_kwargs, init_values
+    )
+    _, _, potential_fn = _shard_potential(program, data, mask, prior_scale, model_kwargs, unravel)
+    init_kernel, sample_kernel = hmc(potential_fn=potential_fn, algo="NUTS")
+    state = init_kernel(
+        z0,
+        0,
+        step_size=step_size,
+        inverse_mass_matrix=inverse_mass_matrix,
+        adapt_step_size=False,
+        adapt_mass_matrix=False,
+        dense_mass=program.dense_mass,
+        max_tree_depth=program.max_tree_depth,
+        rng_key=rng_key,
+    )
+
+    def step(carry, _):
+        new = sample_kernel(carry)
+        stats = (new.z, new.diverging, new.accept_prob, new.num_steps, new.energy,
+                 new.potential_energy)
+        return new, stats
+
+    _, out = jax.lax.scan(step, state, None, length=program.num_samples)
+    return out
+
+
+#: Compiled programs, one compile per (program, shapes) in a process. The ``*_chains``
+#: variants vmap over a leading chain axis of the rng keys (and of the warmup outputs).
+warmup_program = jax.jit(warmup_chain, static_argnums=0)
+sample_program = jax.jit(sample_chain, static_argnums=0)
+_CHAIN_AXES_WARMUP = (0, None, None, None, None, None, None)
+_CHAIN_AXES_SAMPLE = (0, 0, 0, 0, None, None, None, None, None)
+warmup_program_chains = jax.jit(
+    lambda program, *args: jax.vmap(partial(warmup_chain, program), _CHAIN_AXES_WARMUP)(*args),
+    static_argnums=0,
+)
+sample_program_chains = jax.jit(
+    lambda program, *args: jax.vmap(partial(sample_chain, program), _CHAIN_AXES_SAMPLE)(*args),
+    static_argnums=0,
+)
+
+
+def latent_layout(program: ShardProgram, data: dict, mask: Any, model_kwargs: dict,
+                  init_values: dict) -> dict[str, tuple[int, ...]]:
+    """Unconstrained shape of every latent site, in flattening order (sorted names)."""
+    flat, unravel = _initial_flat_z(
+        program, jax.random.key(0), data, mask, jnp.asarray(1.0), model_kwargs, init_values
+    )
+    tree = unravel(flat)
+    return {name: tuple(jnp.shape(tree[name])) for name in sorted(tree)}
