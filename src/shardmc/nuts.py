@@ -100,7 +100,8 @@ def warmup_chain(
 
     state, (div, steps) = jax.lax.scan(step, state, None, length=program.num_warmup)
     adapt = state.adapt_state
-    return state.z, adapt.step_size, adapt.inverse_mass_matrix, state.rng_key, div.sum(), steps.sum()
+    return (state.z, adapt.step_size, adapt.inverse_mass_matrix, state.rng_key, div.sum(),
+            steps.sum())
 
 
 def sample_chain(

@@ -236,6 +236,13 @@ def _attempt_result(spec, warm, out, t_warm, t_samp, attempt, target) -> ShardRe
     )
 
 
+def _better(a: ShardResult, b: ShardResult) -> bool:
+    """Finite beats non-finite; among finite attempts, fewer divergences win."""
+    if a.ok != b.ok:
+        return a.ok
+    return a.stats.divergence_rate < b.stats.divergence_rate
+
+
 def run_nuts_with_retry(spec: ShardSpec) -> ShardResult:
     """Sample a shard; retry (key ``fold_in(key, attempt)``, target accept +0.05) while
     the draws are non-finite or the divergence rate exceeds the configured threshold."""
@@ -249,13 +256,10 @@ def run_nuts_with_retry(spec: ShardSpec) -> ShardResult:
                                      target + RETRY_TARGET_ACCEPT_STEP * attempt))
         warm, out, t_warm, t_samp = _run_chains(spec, key, target)
         result = _attempt_result(spec, warm, out, t_warm, t_samp, attempt, target)
-        if result.ok and (best is None or not best.ok or
-                          result.stats.divergence_rate < best.stats.divergence_rate):
-            best = result
-        elif best is None:
-            best = result
         if result.ok and result.stats.divergence_rate <= spec.config.divergence_threshold:
             return result
+        if best is None or _better(result, best):
+            best = result
     assert best is not None
     if best.ok:
         best.status = "divergent"
@@ -269,7 +273,7 @@ def run_shard(spec: ShardSpec) -> ShardResult:
     """Run one shard; any exception becomes a failed result carrying its traceback text."""
     try:
         return run_nuts_with_retry(spec)
-    except Exception as exc:  # noqa: BLE001 - the error travels back to the driver
+    except Exception as exc:
         return ShardResult(
             index=spec.index,
             status="failed",

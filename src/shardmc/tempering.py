@@ -18,7 +18,7 @@ from numpyro import handlers
 from numpyro.primitives import Messenger
 
 
-class temper(Messenger):  # noqa: N801 - NumPyro handler naming convention
+class temper(Messenger):
     """Scale non-observed sites by ``prior_scale``; mask observed sites with ``point_mask``.
 
     observed_sites: names of the user model's observed sites (from a trace of the model).

@@ -1,0 +1,136 @@
+"""The combined posterior: samples, summary, per-shard diagnostics, ArviZ and NetCDF I/O."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from shardmc._arviz import az
+from shardmc.diagnostics import shard_warnings
+
+#: Sample-stat variables kept per shard draw, as written by :mod:`shardmc.sampling`.
+SHARD_STAT_NAMES = ("diverging", "accept_prob", "tree_depth", "n_steps", "energy", "lp",
+                    "step_size")
+#: Extra InferenceData groups (beyond ``posterior``) written by :meth:`Posterior.to_arviz`.
+EXTRA_GROUPS = ("unconstrained_posterior", "shard_draws", "shard_sample_stats",
+                "shard_diagnostics", "provenance")
+
+
+@dataclass
+class Posterior:
+    """A CMC posterior.
+
+    samples: combined constrained draws (S, *shape), latent and deterministic sites.
+    unconstrained: combined unconstrained draws (S, d), coordinates named by ``coords``.
+    shard_draws: each shard's unconstrained draws (K, C, S_k, d).
+    shard_stats: per-draw NUTS statistics (K, C, S_k) by name.
+    diagnostics: per-shard diagnostics (see :func:`shardmc.diagnostics.shard_diagnostics`).
+    provenance: seed, K, shard sizes, sampler settings, combination, versions (JSON-able).
+    """
+
+    samples: dict[str, np.ndarray]
+    unconstrained: np.ndarray
+    coords: list[str]
+    shard_draws: np.ndarray
+    shard_stats: dict[str, np.ndarray]
+    diagnostics: dict[str, np.ndarray]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_shards(self) -> int:
+        return int(self.shard_draws.shape[0])
+
+    @property
+    def num_draws(self) -> int:
+        return int(self.unconstrained.shape[0])
+
+    def summary(self, prob: float = 0.9) -> pd.DataFrame:
+        """Mean, sd and the central ``prob`` interval of every scalar of every site."""
+        lo, hi = (1 - prob) / 2, 1 - (1 - prob) / 2
+        rows = {}
+        for name, v in self.samples.items():
+            flat = np.reshape(v, (v.shape[0], -1))
+            labels = [name] if v.ndim == 1 else [
+                f"{name}[{','.join(map(str, i))}]" for i in np.ndindex(v.shape[1:])]
+            for j, label in enumerate(labels):
+                x = flat[:, j]
+                rows[label] = {"mean": x.mean(), "sd": x.std(ddof=1),
+                               f"q{lo:.1%}": np.quantile(x, lo), "median": np.median(x),
+                               f"q{hi:.1%}": np.quantile(x, hi)}
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+    def warnings(self) -> list[str]:
+        """Problems found in the per-shard diagnostics, in words."""
+        draws_per_shard = self.shard_draws.shape[1] * self.shard_draws.shape[2]
+        return shard_warnings(self.diagnostics, self.coords, draws_per_shard)
+
+    def to_arviz(self) -> az.InferenceData:
+        """InferenceData: ``posterior`` (one pseudo-chain of combined draws) plus shard draws,
+        per-shard sample stats and diagnostics and a ``provenance`` group (JSON in attrs)."""
+        groups = {
+            "posterior": xr.Dataset({n: (("chain", "draw", *[f"{n}_dim_{i}" for i in
+                                          range(v.ndim - 1)]), v[None]) for n, v in
+                                     self.samples.items()}),
+            "unconstrained_posterior": xr.Dataset(
+                {"z": (("draw", "param"), self.unconstrained)}, coords={"param": self.coords}),
+            "shard_draws": xr.Dataset({"z": (("shard", "chain", "draw", "param"),
+                                             self.shard_draws)}, coords={"param": self.coords}),
+            "shard_sample_stats": xr.Dataset(
+                {n: (("shard", "chain", "draw"), v) for n, v in self.shard_stats.items()}),
+            "shard_diagnostics": xr.Dataset(
+                {n: (_diag_dims(n, v), v) for n, v in self.diagnostics.items()},
+                coords={"param": self.coords}),
+            "provenance": xr.Dataset({"num_shards": ((), self.num_shards)},
+                                     attrs={"json": json.dumps(self.provenance)}),
+        }
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return az.InferenceData(**groups)
+
+    @classmethod
+    def from_arviz(cls, idata: az.InferenceData) -> Posterior:
+        """Rebuild a Posterior from :meth:`to_arviz` output (e.g. after NetCDF I/O)."""
+        post = idata.posterior
+        samples = {n: np.asarray(post[n].values[0]) for n in post.data_vars}
+        unc = idata["unconstrained_posterior"]
+        return cls(
+            samples=samples,
+            unconstrained=np.asarray(unc["z"].values),
+            coords=[str(c) for c in unc["param"].values],
+            shard_draws=np.asarray(idata["shard_draws"]["z"].values),
+            shard_stats={n: np.asarray(v.values)
+                         for n, v in idata["shard_sample_stats"].data_vars.items()},
+            diagnostics={n: np.asarray(v.values)
+                         for n, v in idata["shard_diagnostics"].data_vars.items()},
+            provenance=json.loads(idata["provenance"].attrs["json"]),
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write the posterior to a NetCDF file (ArviZ InferenceData)."""
+        path = Path(path)
+        self.to_arviz().to_netcdf(str(path), engine="h5netcdf")
+        return path
+
+
+def _diag_dims(name: str, v: np.ndarray) -> tuple[str, ...]:
+    if v.ndim == 1:
+        return ("shard",)
+    return ("shard", "chain") if name == "bfmi" else ("shard", "param")
+
+
+def load(path: str | Path) -> Posterior:
+    """Read a posterior written by :meth:`Posterior.save`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no posterior file at {path}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        idata = az.from_netcdf(str(path), engine="h5netcdf")
+    return Posterior.from_arviz(idata)
