@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from shardmc import params as P
-from shardmc.backends import select_backend
+from shardmc.backends import BACKENDS, select_backend
 from shardmc.combine import check_method, combine
 from shardmc.diagnostics import shard_diagnostics
 from shardmc.errors import ShardFailedError, ShardMCInputError
@@ -26,7 +26,7 @@ from shardmc.sampling import (
     shard_key,
 )
 from shardmc.sharding import ShardLayout, assign_points, shard_arrays
-from shardmc.tempering import point_axis_mask
+from shardmc.tempering import log_prob_shape, point_axis_mask
 from shardmc.validation import (
     validate_config,
     validate_data,
@@ -90,7 +90,7 @@ def probe_model(model: Callable, data: dict[str, np.ndarray], model_kwargs: dict
     if not layout.mask.all():
         for name in observed:
             try:
-                point_axis_mask(tuple(tr[name]["fn"].batch_shape), layout.mask[0])
+                point_axis_mask(log_prob_shape(tr[name]), layout.mask[0])
             except ValueError as exc:
                 raise ShardMCInputError(f"model: observed site {name!r}: {exc}") from exc
     kept, skipped = [], []
@@ -117,6 +117,7 @@ def _specs(model, data, layout, model_kwargs, config, plan, probe, seed,
     for k in range(layout.num_shards):
         yield ShardSpec(
             index=k, model=model, data=shard_arrays(data, layout, k), mask=layout.mask[k],
+            padded=not layout.mask.all(),
             model_kwargs=model_kwargs, prior_scale=1.0 / layout.num_shards,
             seed_key=shard_key(seed, k), config=config, plan=plan,
             observed_sites=probe.observed_sites, init_values=init_values)
@@ -207,6 +208,9 @@ def fit(
     validate_space(space)
     config = _config(config, sampler_options)
     labels = validate_strata(strata, n, sharding)
+    if not hasattr(backend, "map") and backend not in ("auto", *BACKENDS):
+        raise ShardMCInputError(
+            f"backend: expected one of {['auto', *sorted(BACKENDS)]}, found {backend!r}")
     model_kwargs = dict(model_kwargs or {})
     init_values = dict(init_values or {})
     layout = assign_points(n, num_shards, sharding, seed=seed, strata=labels)

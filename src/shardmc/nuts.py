@@ -35,10 +35,16 @@ class ShardProgram(NamedTuple):
     num_samples: int
     dense_mass: bool
     max_tree_depth: int
+    masked: bool = True  # False when no shard has padded rows: the mask is then not applied
+
+
+def _shard_model(program: ShardProgram, prior_scale, mask):
+    return tempered_model(program.model, prior_scale, program.observed_sites,
+                          mask if program.masked else None)
 
 
 def _shard_potential(program: ShardProgram, data, mask, prior_scale, model_kwargs, unravel):
-    shard_model = tempered_model(program.model, prior_scale, program.observed_sites, mask)
+    shard_model = _shard_model(program, prior_scale, mask)
     kwargs = {**model_kwargs, **data}
 
     def potential_fn(flat_z):
@@ -56,7 +62,7 @@ def _init_strategy(name: str, init_values: dict) -> Callable:
 
 
 def _initial_flat_z(program, rng_key, data, mask, prior_scale, model_kwargs, init_values):
-    shard_model = tempered_model(program.model, prior_scale, program.observed_sites, mask)
+    shard_model = _shard_model(program, prior_scale, mask)
     info, _, _, _ = initialize_model(
         rng_key,
         shard_model,

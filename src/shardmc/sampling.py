@@ -123,6 +123,7 @@ class ShardSpec:
     plan: SamplingPlan
     observed_sites: frozenset
     init_values: dict[str, Any] = field(default_factory=dict)
+    padded: bool = True
 
     @property
     def num_points(self) -> int:
@@ -160,6 +161,7 @@ def _program(spec: ShardSpec) -> nuts.ShardProgram:
         num_samples=spec.plan.n_samples,
         dense_mass=spec.config.dense_mass,
         max_tree_depth=spec.config.max_tree_depth,
+        masked=spec.padded,
     )
 
 

@@ -43,21 +43,30 @@ class temper(Messenger):
             return
         if msg["name"] in self.observed_sites:
             if self.point_mask is not None:
-                msg["fn"] = msg["fn"].mask(point_axis_mask(msg["fn"].batch_shape, self.point_mask))
+                mask = point_axis_mask(log_prob_shape(msg), self.point_mask)
+                msg["fn"] = msg["fn"].mask(mask)
             return
         scale = self.prior_scale
         msg["scale"] = scale if msg.get("scale") is None else scale * msg["scale"]
 
 
-def point_axis_mask(batch_shape: tuple[int, ...], point_mask: Any) -> Any:
-    """Reshape an (n,) mask to broadcast over ``batch_shape`` along its point axis.
+def log_prob_shape(site: dict) -> tuple[int, ...]:
+    """Shape of a sample site's log density: its value's batch part broadcast with the
+    distribution's batch shape (an observed value may be larger than the batch shape)."""
+    fn, value = site["fn"], site["value"]
+    value_batch = jnp.shape(value)[: jnp.ndim(value) - len(fn.event_shape)]
+    return tuple(jnp.broadcast_shapes(value_batch, tuple(fn.batch_shape)))
 
-    The point axis is the first batch dimension of length n. Raises ValueError if there is none.
+
+def point_axis_mask(batch_shape: tuple[int, ...], point_mask: Any) -> Any:
+    """Reshape an (n,) mask to broadcast over a log-density shape along its point axis.
+
+    The point axis is the first dimension of length n. Raises ValueError if there is none.
     """
     n = point_mask.shape[0]
     if n not in batch_shape:
         raise ValueError(
-            f"an observed site has batch shape {tuple(batch_shape)} with no axis of the "
+            f"an observed site has log-density shape {tuple(batch_shape)} with no axis of the "
             f"shard length {n}; shardmc cannot mask padded points. Vectorise the "
             "likelihood over points (one batch axis per point) or choose num_shards that "
             "divides the number of points"

@@ -1,0 +1,344 @@
+"""NumPyro models of pooled XPCS points.
+
+Contract with the engine: ``model(**model_kwargs, **data)`` where
+
+* ``data`` (per point, length n): ``phi_idx``, ``t1_idx``, ``t2_idx`` (int), ``c2`` (float)
+  and, for ``noise="known"``, ``sigma`` (float);
+* ``model_kwargs`` (arrays, not per point): ``t`` (n_t,) s, ``dt`` s, ``q`` Å⁻¹, ``gap`` Å,
+  ``phi`` (n_phi,) degrees, ``t_ref`` s, and for constant scaling modes
+  ``contrast_fixed`` / ``offset_fixed`` (n_phi,).
+
+All static choices (physics, per-angle mode, priors, noise, shear convention) are fields
+of the frozen, hashable :class:`XPCSModel`, so it can be a static ``jax.jit`` argument and
+be pickled to worker processes. The single observed site is
+``numpyro.sample("c2", Normal(mean, sigma), obs=c2)`` with batch shape (n,).
+
+Parameterisation: a power-law amplitude with a log prior (D0, gamma_dot_0, D0_ref,
+D0_sample, v0) is sampled as ``log_<name>_tref = log(amplitude) + exponent · log(t_ref)``,
+the log of the rate's power-law part at the reference time t_ref (geometric mean of the
+frame times). The data pin the rate near t_ref, so this decorrelates amplitude and
+exponent. Given the exponent, its prior is the amplitude's log prior shifted by
+exponent · log(t_ref) (a unit-Jacobian map), so the prior on the physical values is
+exactly the table's. Other log-prior parameters are sampled as ``log_<name>``. Physical
+values are exposed as deterministic sites under their physical names.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+
+from shardmc.errors import ShardMCInputError
+from shardmc.xpcs.data import XPCSData, estimate_scaling, pool, reference_time
+from shardmc.xpcs.parameters import (
+    LOG_PRIOR_KINDS,
+    NOISE_PARAM,
+    SCALING_PARAMS,
+    PriorSpec,
+    model_parameter_names,
+    resolve_priors,
+)
+from shardmc.xpcs.physics import (
+    POWER_LAW_PAIRS,
+    SHEAR_CONVENTIONS,
+    Geometry,
+    PointIndex,
+    c2_matrix,
+    c2_mean,
+    gather,
+)
+
+PER_ANGLE_MODES = ("individual", "auto", "constant", "constant_averaged")
+NOISE_MODES = ("sampled", "known")
+#: ``auto`` samples one averaged contrast/offset pair from this many angles on (REFERENCE.md).
+AUTO_AVERAGE_MIN_ANGLES = 3
+DATA_KEYS = ("phi_idx", "t1_idx", "t2_idx", "c2")
+GEOMETRY_KEYS = ("t", "dt", "q", "gap", "phi", "t_ref")
+FIXED_SCALING_KEYS = ("contrast_fixed", "offset_fixed")
+
+
+@dataclass(frozen=True)
+class XPCSModel:
+    """A NumPyro model of pooled XPCS points; build it with :meth:`create`.
+
+    physics: "static" | "laminar_flow" | "two_component"; n_angles: number of angles;
+    per_angle_mode: "individual" | "auto" | "constant" | "constant_averaged";
+    priors: resolved PriorSpec of every site (see :func:`resolve_priors`);
+    noise: "sampled" (per-angle sigma) | "known" (per-point ``sigma`` in the data);
+    shear_convention: "published" | "reference" (laminar_flow only).
+    """
+
+    physics: str
+    n_angles: int
+    per_angle_mode: str = "individual"
+    priors: tuple[PriorSpec, ...] = ()
+    noise: str = "sampled"
+    shear_convention: str = "published"
+
+    def __post_init__(self) -> None:
+        names = model_parameter_names(self.physics)
+        if not isinstance(self.n_angles, numbers.Integral) or self.n_angles < 1:
+            raise ShardMCInputError(f"n_angles: expected an int >= 1, found {self.n_angles!r}")
+        object.__setattr__(self, "n_angles", int(self.n_angles))
+        if self.per_angle_mode not in PER_ANGLE_MODES:
+            raise ShardMCInputError(f"per_angle_mode: expected one of {PER_ANGLE_MODES}, found "
+                                    f"{self.per_angle_mode!r}")
+        if self.noise not in NOISE_MODES:
+            raise ShardMCInputError(f"noise: expected one of {NOISE_MODES}, found {self.noise!r}")
+        if self.shear_convention not in SHEAR_CONVENTIONS:
+            raise ShardMCInputError(f"shear_convention: expected one of {SHEAR_CONVENTIONS}, "
+                                    f"found {self.shear_convention!r}")
+        if not self.priors:
+            object.__setattr__(self, "priors", resolve_priors(self.physics))
+        have = {p.name for p in self.priors}
+        missing = sorted((set(names) | set(SCALING_PARAMS) | {NOISE_PARAM}) - have)
+        if missing:
+            raise ShardMCInputError(f"priors: missing prior(s) for {missing}")
+
+    @classmethod
+    def create(
+        cls,
+        physics: str,
+        n_angles: int,
+        *,
+        per_angle_mode: str = "individual",
+        priors: Mapping[str, Any] | None = None,
+        noise: str = "sampled",
+        shear_convention: str = "published",
+    ) -> XPCSModel:
+        """A model with the table's default priors, ``priors`` overriding them by name."""
+        return cls(physics, int(n_angles), per_angle_mode, resolve_priors(physics, priors),
+                   noise, shear_convention)
+
+    # -- static structure ------------------------------------------------------------------
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        """Physical parameter names of the physics model."""
+        return model_parameter_names(self.physics)
+
+    @property
+    def prior(self) -> dict[str, PriorSpec]:
+        return {p.name: p for p in self.priors}
+
+    @property
+    def scaling_mode(self) -> str:
+        """Resolved per-angle mode: "individual", "averaged" or "constant"."""
+        if self.per_angle_mode in ("constant", "constant_averaged"):
+            return "constant"
+        if self.per_angle_mode == "auto" and self.n_angles >= AUTO_AVERAGE_MIN_ANGLES:
+            return "averaged"
+        return "individual"
+
+    def partner(self, name: str) -> str | None:
+        """The exponent whose t_ref shift applies to a log-prior amplitude, else None."""
+        exponent = POWER_LAW_PAIRS.get(name)
+        if exponent in self.parameter_names and self.prior[name].kind in LOG_PRIOR_KINDS:
+            return exponent
+        return None
+
+    def site_name(self, name: str) -> str:
+        """Name of the sample site that carries parameter ``name``."""
+        if self.prior[name].kind not in LOG_PRIOR_KINDS:
+            return name
+        return f"log_{name}_tref" if self.partner(name) else f"log_{name}"
+
+    def _sample_order(self) -> tuple[str, ...]:
+        exponents = set(POWER_LAW_PAIRS.values())
+        names = self.parameter_names
+        return tuple(n for n in names if n in exponents) + tuple(
+            n for n in names if n not in exponents)
+
+    def _global_names(self) -> tuple[str, ...]:
+        scaling = SCALING_PARAMS if self.scaling_mode != "constant" else ()
+        noise = (NOISE_PARAM,) if self.noise == "sampled" else ()
+        return (*self._sample_order(), *scaling, *noise)
+
+    @property
+    def sampled_sites(self) -> tuple[str, ...]:
+        """Latent sample-site names (sampling order)."""
+        return tuple(self.site_name(n) for n in self._global_names())
+
+    @property
+    def deterministic_sites(self) -> tuple[str, ...]:
+        """Deterministic sites: physical values of log-sampled parameters, fixed scalings."""
+        out = [n for n in self._global_names() if self.site_name(n) != n]
+        if self.scaling_mode == "constant":
+            out += list(SCALING_PARAMS)
+        return tuple(out)
+
+    def site_shape(self, name: str) -> tuple[int, ...]:
+        """Shape of parameter ``name``: () or (n_angles,)."""
+        if name == NOISE_PARAM or (name in SCALING_PARAMS and self.scaling_mode == "individual"):
+            return (self.n_angles,)
+        return ()
+
+    # -- the model -------------------------------------------------------------------------
+    def __call__(
+        self,
+        *,
+        t: Any,
+        dt: Any,
+        q: Any,
+        gap: Any,
+        phi: Any,
+        t_ref: Any,
+        phi_idx: Any,
+        t1_idx: Any,
+        t2_idx: Any,
+        c2: Any = None,
+        sigma: Any = None,
+        contrast_fixed: Any = None,
+        offset_fixed: Any = None,
+    ) -> None:
+        log_t_ref = jnp.log(t_ref)
+        physical: dict[str, Any] = {}
+        for name in self._global_names():
+            physical[name] = self._sample(name, physical, log_t_ref)
+        if self.scaling_mode == "constant":
+            if contrast_fixed is None or offset_fixed is None:
+                raise ShardMCInputError("model_kwargs: per_angle_mode "
+                                        f"{self.per_angle_mode!r} needs contrast_fixed and "
+                                        "offset_fixed (see xpcs.model_kwargs)")
+            contrast = numpyro.deterministic("contrast", jnp.asarray(contrast_fixed))
+            offset = numpyro.deterministic("offset", jnp.asarray(offset_fixed))
+        else:
+            contrast, offset = physical["contrast"], physical["offset"]
+        contrast = jnp.broadcast_to(contrast, (self.n_angles,))
+        offset = jnp.broadcast_to(offset, (self.n_angles,))
+        if self.noise == "known":
+            if sigma is None:
+                raise ShardMCInputError("data: noise='known' needs a per-point 'sigma' array")
+            scale = sigma
+        else:
+            if sigma is not None:
+                raise ShardMCInputError("data: got a per-point 'sigma' but the model samples "
+                                        "sigma (noise='sampled'); use noise='known' or drop it")
+            scale = gather(physical[NOISE_PARAM], phi_idx)
+        geometry = Geometry(t, dt, q, gap, phi)
+        index = PointIndex(phi_idx, t1_idx, t2_idx)
+        mean = c2_mean(self.physics, physical, contrast, offset, geometry, index,
+                       shear_convention=self.shear_convention)
+        numpyro.sample("c2", dist.Normal(mean, scale), obs=c2)
+
+    def _sample(self, name: str, physical: dict[str, Any], log_t_ref: Any) -> Any:
+        spec = self.prior[name]
+        shape = self.site_shape(name)
+        partner = self.partner(name)
+        shift = physical[partner] * log_t_ref if partner else 0.0
+        site = self.site_name(name)
+        if spec.kind == "uniform":
+            return numpyro.sample(site, dist.Uniform(spec.lower, spec.upper).expand(shape))
+        if spec.kind == "truncated_normal":
+            d = dist.TruncatedNormal(spec.loc, spec.scale, low=spec.lower, high=spec.upper)
+            return numpyro.sample(site, d.expand(shape))
+        low, high = np.log(spec.lower) + shift, np.log(spec.upper) + shift
+        if spec.kind == "log_uniform":
+            d = dist.Uniform(low, high)
+        else:  # log_normal
+            d = dist.TruncatedNormal(np.log(spec.loc) + shift, spec.scale, low=low, high=high)
+        z = numpyro.sample(site, d.expand(shape) if shape else d)
+        return numpyro.deterministic(name, jnp.exp(z - shift))
+
+
+# -- preparing inputs ------------------------------------------------------------------------
+def fixed_scaling(data: XPCSData, per_angle_mode: str) -> dict[str, np.ndarray]:
+    """contrast_fixed / offset_fixed (n_phi,) for the constant modes (empty dict otherwise)."""
+    if per_angle_mode not in ("constant", "constant_averaged"):
+        return {}
+    est = estimate_scaling(data)
+    contrast, offset = est.contrast, est.offset
+    if per_angle_mode == "constant_averaged":
+        contrast = np.full_like(contrast, contrast.mean())
+        offset = np.full_like(offset, offset.mean())
+    return {"contrast_fixed": contrast, "offset_fixed": offset}
+
+
+def model_kwargs(model: XPCSModel, data: XPCSData) -> dict[str, np.ndarray]:
+    """The non-per-point arrays the model needs (see the module docstring)."""
+    if data.n_phi != model.n_angles:
+        raise ShardMCInputError(f"data.phi: the model expects {model.n_angles} angles, the data "
+                                f"has {data.n_phi}")
+    kwargs = {
+        "t": np.asarray(data.t, dtype=np.float64),
+        "dt": np.asarray(data.dt, dtype=np.float64),
+        "q": np.asarray(data.q, dtype=np.float64),
+        "gap": np.asarray(data.gap, dtype=np.float64),
+        "phi": np.asarray(data.phi, dtype=np.float64),
+        "t_ref": np.asarray(reference_time(data.t, data.dt), dtype=np.float64),
+    }
+    kwargs.update(fixed_scaling(data, model.per_angle_mode))
+    return kwargs
+
+
+def model_data(model: XPCSModel, data: XPCSData) -> dict[str, np.ndarray]:
+    """Per-point arrays for the engine (``sigma`` only with noise="known")."""
+    pooled = pool(data)
+    if model.noise == "known":
+        if "sigma" not in pooled:
+            raise ShardMCInputError("XPCSData.sigma: noise='known' needs a known sigma array, "
+                                    "found None")
+    else:
+        pooled.pop("sigma", None)
+    return pooled
+
+
+def prepare(model: XPCSModel, data: XPCSData) -> tuple[dict[str, np.ndarray],
+                                                      dict[str, np.ndarray]]:
+    """(data, model_kwargs) for ``shardmc.fit(model, data, model_kwargs=...)``."""
+    return model_data(model, data), model_kwargs(model, data)
+
+
+# -- physical values <-> sample sites ----------------------------------------------------------
+def to_site_values(model: XPCSModel, physical: Mapping[str, Any], t_ref: float) -> dict[str, Any]:
+    """Sample-site values (for ``init_to_value``) from physical values of every latent."""
+    out: dict[str, Any] = {}
+    for name in model._global_names():
+        if name not in physical:
+            raise ShardMCInputError(f"values: missing physical value for {name!r}")
+        value = np.broadcast_to(np.asarray(physical[name], dtype=np.float64),
+                                model.site_shape(name)).copy()
+        site = model.site_name(name)
+        if site != name:
+            partner = model.partner(name)
+            shift = float(physical[partner]) * np.log(t_ref) if partner else 0.0
+            value = np.log(value) + shift
+        out[site] = value
+    return out
+
+
+def _geometry(kwargs: Mapping[str, Any]) -> Geometry:
+    return Geometry(*(jnp.asarray(kwargs[k]) for k in ("t", "dt", "q", "gap", "phi")))
+
+
+def _scaling_arrays(model: XPCSModel, values: Mapping[str, Any], kwargs: Mapping[str, Any]):
+    if model.scaling_mode == "constant":
+        contrast, offset = kwargs["contrast_fixed"], kwargs["offset_fixed"]
+    else:
+        contrast, offset = values["contrast"], values["offset"]
+    shape = (model.n_angles,)
+    return jnp.broadcast_to(jnp.asarray(contrast), shape), jnp.broadcast_to(jnp.asarray(offset),
+                                                                            shape)
+
+
+def mean_c2(model: XPCSModel, values: Mapping[str, Any], data: Mapping[str, Any],
+            kwargs: Mapping[str, Any]) -> Any:
+    """Model c2 at the pooled points for physical ``values`` (jit/grad friendly)."""
+    contrast, offset = _scaling_arrays(model, values, kwargs)
+    index = PointIndex(data["phi_idx"], data["t1_idx"], data["t2_idx"])
+    return c2_mean(model.physics, values, contrast, offset, _geometry(kwargs), index,
+                   shear_convention=model.shear_convention)
+
+
+def fitted_c2(model: XPCSModel, values: Mapping[str, Any], data: XPCSData) -> np.ndarray:
+    """Full model matrices (n_phi, n_t, n_t) for physical ``values`` (for plots, residuals)."""
+    kwargs = model_kwargs(model, data)
+    contrast, offset = _scaling_arrays(model, values, kwargs)
+    return np.asarray(c2_matrix(model.physics, values, contrast, offset, _geometry(kwargs),
+                                shear_convention=model.shear_convention))

@@ -1,0 +1,273 @@
+"""XPCS two-time correlation kernels (pure JAX; run them in float64).
+
+Every kernel evaluates its rates on the frame grid ``t`` (n_t,), integrates them once by a
+cumulative trapezoid (O(n_t)) and gathers the interval integrals at each point's
+``(t1_idx, t2_idx)``: ``∫_{t1}^{t2} f dt = C[t2_idx] - C[t1_idx]``. The cost is therefore
+O(n_t + points), never O(points x n_t).
+
+Units: t, dt in s; q in Å⁻¹; gap h in Å; angles φ, φ0 in degrees; D in Å²/s; γ̇ in s⁻¹;
+v in Å/s.
+
+Homodyne (He et al., PNAS 2024; DESIGN.md), with the published shear convention::
+
+    c2 = offset_φ + contrast_φ · exp(−q² ∫J dt) · sinc²(½ q h cos(φ0 − φ) ∫γ̇ dt)
+
+The ``exp(−q² ∫J dt)`` factor *is* the squared field correlation (g1 = exp(−½ q² ∫J dt)),
+so for α = 0 and no shear ``c2 = offset + contrast · exp(−q² (D0 + D_offset) |t2 − t1|)``
+(no extra factor 2).
+
+Numerical guards (all documented constants below):
+
+* rates are evaluated at ``max(t, dt/2)`` (``rate_times``): J(t) = D0 t^α diverges at
+  t = 0 for α < 0; the reference floors t at dt/2 the same way. The trapezoid itself uses
+  the true frame times.
+* diffusion rates J are floored at 0 (a negative diffusion rate has no meaning and would
+  make g1 > 1); the heterodyne velocity is signed.
+* exponent arguments are clipped (``EXP_ARG_MIN``; ``FRACTION_EXP_ARG_MAX``) so no
+  inf · 0 appears in a gradient.
+* ``sinc`` uses a where-trick with a series branch near 0 so its gradient is finite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+#: Default geometry: wavevector q (Å⁻¹), rheometer gap h (Å, 200 µm), frame time dt (s).
+DEFAULT_Q = 0.0054
+DEFAULT_GAP = 2.0e6
+DEFAULT_DT = 0.1
+
+#: Physics models and their physical parameters, in canonical order.
+STATIC_PARAMS = ("D0", "alpha", "D_offset")
+LAMINAR_PARAMS = (*STATIC_PARAMS, "gamma_dot_0", "beta", "gamma_dot_offset", "phi0")
+TWO_COMPONENT_PARAMS = (
+    "D0_ref", "alpha_ref", "D_offset_ref",
+    "D0_sample", "alpha_sample", "D_offset_sample",
+    "v0", "beta", "v_offset",
+    "f0", "f1", "f2", "f3", "phi0",
+)
+PHYSICS_PARAMS: dict[str, tuple[str, ...]] = {
+    "static": STATIC_PARAMS,
+    "laminar_flow": LAMINAR_PARAMS,
+    "two_component": TWO_COMPONENT_PARAMS,
+}
+PHYSICS_MODELS = tuple(PHYSICS_PARAMS)
+
+#: Power-law amplitudes and their exponents (amplitude · t^exponent).
+POWER_LAW_PAIRS: dict[str, str] = {
+    "D0": "alpha",
+    "gamma_dot_0": "beta",
+    "D0_ref": "alpha_ref",
+    "D0_sample": "alpha_sample",
+    "v0": "beta",
+}
+
+#: "published": sinc²(x), sinc(x) = sin(x)/x, x = ½ q h cos(φ0 − φ) ∫γ̇ dt (default).
+#: "reference": homodyne 2.x, sinc(x/π)⁴ with the same unnormalised sinc and γ̇ floored at 0.
+SHEAR_CONVENTIONS = ("published", "reference")
+
+#: Lower clip of decay exponents (exp(−700) ≈ 1e−304 stays a normal float64).
+EXP_ARG_MIN = -700.0
+#: Upper clip of the exponent in f_s(t) = f0 exp(f1 (t − f2)) + f3: keeps f0 · exp and its
+#: gradient finite; it changes f_s only where f0 < exp(−60) ≈ 1e−26 (f_s is clipped to 1).
+FRACTION_EXP_ARG_MAX = 60.0
+#: |x| below which sinc uses its series 1 − x²/6 + x⁴/120 (error < x⁶/5040).
+SINC_SERIES_THRESHOLD = 1e-4
+#: Rates are evaluated at t >= RATE_TIME_FLOOR_FRACTION · dt.
+RATE_TIME_FLOOR_FRACTION = 0.5
+
+
+class Geometry(NamedTuple):
+    """Non-per-point inputs of a kernel (arrays; traced under jit)."""
+
+    t: Any  # (n_t,) frame times, s
+    dt: Any  # frame time, s
+    q: Any  # wavevector, Å⁻¹
+    gap: Any  # rheometer gap h, Å
+    phi: Any  # (n_phi,) detector angles, degrees
+
+
+class PointIndex(NamedTuple):
+    """Per-point integer indices into the angle list and the frame grid."""
+
+    phi_idx: Any
+    t1_idx: Any
+    t2_idx: Any
+
+
+def sinc(x: Any) -> Any:
+    """Unnormalised sinc sin(x)/x, with sinc(0) = 1 and a finite gradient everywhere."""
+    small = jnp.abs(x) < SINC_SERIES_THRESHOLD
+    safe = jnp.where(small, 1.0, x)
+    x2 = x * x
+    return jnp.where(small, 1.0 - x2 / 6.0 + x2 * x2 / 120.0, jnp.sin(safe) / safe)
+
+
+def rate_times(t: Any, dt: Any) -> Any:
+    """Frame times floored at dt/2 (s), where power-law rates are evaluated."""
+    return jnp.maximum(t, RATE_TIME_FLOOR_FRACTION * dt)
+
+
+def power_law(log_t: Any, amplitude: Any, exponent: Any) -> Any:
+    """amplitude · t^exponent from log t (t > 0)."""
+    return amplitude * jnp.exp(exponent * log_t)
+
+
+def cumulative_trapezoid(f: Any, t: Any) -> Any:
+    """C[k] = ∫_{t_0}^{t_k} f dt by the trapezoid rule on the grid t (C[0] = 0), shape (n_t,)."""
+    steps = 0.5 * (f[1:] + f[:-1]) * jnp.diff(t)
+    return jnp.concatenate([jnp.zeros((1,), dtype=steps.dtype), jnp.cumsum(steps)])
+
+
+def gather(table: Any, idx: Any) -> Any:
+    """table[idx], materialised before use.
+
+    XLA on CPU fuses a gather into the elementwise loop that consumes it and then emits
+    that loop unvectorised (exp, sin become ~5x slower); the optimisation barrier keeps
+    the gathered array a separate buffer so the transcendental math stays vectorised.
+    """
+    return jax.lax.optimization_barrier(table[idx])
+
+
+def interval_integral(cumulative: Any, t1_idx: Any, t2_idx: Any) -> Any:
+    """∫_{t1}^{t2} f dt = C[t2] − C[t1] (signed) for every point; C may be (n_t,) or
+    (n_t, k) (k integrals gathered at once, result (n, k))."""
+    return gather(cumulative, t2_idx) - gather(cumulative, t1_idx)
+
+
+def decay(q: Any, integral: Any) -> Any:
+    """exp(−q² |∫J dt|), the squared field correlation of diffusion (clipped exponent)."""
+    return jnp.exp(jnp.maximum(-(q * q) * jnp.abs(integral), EXP_ARG_MIN))
+
+
+def shear_factor(x: Any, convention: str = "published") -> Any:
+    """Shear decorrelation from the phase x = ½ q h cos(φ0 − φ) ∫γ̇ dt."""
+    if convention == "published":
+        return sinc(x) ** 2
+    if convention == "reference":
+        return sinc(x / jnp.pi) ** 4
+    raise ValueError(f"shear_convention: expected one of {SHEAR_CONVENTIONS}, found {convention!r}")
+
+
+def _diffusion_rate(log_t: Any, d0: Any, alpha: Any, d_offset: Any) -> Any:
+    return jnp.maximum(power_law(log_t, d0, alpha) + d_offset, 0.0)
+
+
+def homodyne_term(
+    params: Mapping[str, Any],
+    geometry: Geometry,
+    index: PointIndex,
+    *,
+    shear: bool,
+    shear_convention: str = "published",
+) -> Any:
+    """The g1² factor of the homodyne model at every point, shape (n,).
+
+    params: D0, alpha, D_offset (and, with ``shear``, gamma_dot_0, beta, gamma_dot_offset,
+    phi0 in degrees).
+    """
+    log_t = jnp.log(rate_times(geometry.t, geometry.dt))
+    rate = _diffusion_rate(log_t, params["D0"], params["alpha"], params["D_offset"])
+    c_diff = cumulative_trapezoid(rate, geometry.t)
+    if not shear:
+        return decay(geometry.q, interval_integral(c_diff, index.t1_idx, index.t2_idx))
+    gamma_dot = power_law(log_t, params["gamma_dot_0"], params["beta"]) + params["gamma_dot_offset"]
+    if shear_convention == "reference":
+        gamma_dot = jnp.maximum(gamma_dot, 0.0)
+    c_shear = cumulative_trapezoid(gamma_dot, geometry.t)
+    integrals = interval_integral(jnp.stack([c_diff, c_shear], axis=-1), index.t1_idx,
+                                  index.t2_idx)
+    cos_phi = jnp.cos(jnp.deg2rad(params["phi0"] - geometry.phi))
+    prefactor = 0.5 * geometry.q * geometry.gap * cos_phi  # (n_phi,)
+    phase = gather(prefactor, index.phi_idx) * integrals[:, 1]
+    return decay(geometry.q, integrals[:, 0]) * shear_factor(phase, shear_convention)
+
+
+def sample_fraction(t: Any, f0: Any, f1: Any, f2: Any, f3: Any) -> Any:
+    """Sample fraction f_s(t) = clip(f0 · exp(f1 (t − f2)) + f3, 0, 1) on the grid."""
+    exponent = jnp.clip(f1 * (t - f2), EXP_ARG_MIN, FRACTION_EXP_ARG_MAX)
+    return jnp.clip(f0 * jnp.exp(exponent) + f3, 0.0, 1.0)
+
+
+def heterodyne_term(params: Mapping[str, Any], geometry: Geometry, index: PointIndex) -> Any:
+    """The normalised two-component (reference + sample) correlation at every point, (n,)."""
+    p = params
+    log_t = jnp.log(rate_times(geometry.t, geometry.dt))
+    j_ref = _diffusion_rate(log_t, p["D0_ref"], p["alpha_ref"], p["D_offset_ref"])
+    j_smp = _diffusion_rate(log_t, p["D0_sample"], p["alpha_sample"], p["D_offset_sample"])
+    velocity = power_law(log_t, p["v0"], p["beta"]) + p["v_offset"]
+    i1, i2 = index.t1_idx, index.t2_idx
+    fs = sample_fraction(geometry.t, p["f0"], p["f1"], p["f2"], p["f3"])
+    grid = jnp.stack([cumulative_trapezoid(j_ref, geometry.t),
+                      cumulative_trapezoid(j_smp, geometry.t),
+                      cumulative_trapezoid(velocity, geometry.t), fs], axis=-1)  # (n_t, 4)
+    at1, at2 = gather(grid, i1), gather(grid, i2)
+    int_ref, int_smp, int_v = (at2[:, k] - at1[:, k] for k in range(3))
+    h_ref2 = decay(geometry.q, int_ref)  # h_r² = exp(−q² |∫J_r|)
+    h_smp2 = decay(geometry.q, int_smp)
+    h_cross = decay(geometry.q, 0.5 * (jnp.abs(int_ref) + jnp.abs(int_smp)))  # h_r · h_s
+    fs1, fs2 = at1[:, 3], at2[:, 3]
+    fr1, fr2 = 1.0 - fs1, 1.0 - fs2
+    q_cos = geometry.q * jnp.cos(jnp.deg2rad(geometry.phi + p["phi0"]))  # (n_phi,)
+    cross = 2.0 * fr1 * fs1 * fr2 * fs2 * h_cross * jnp.cos(gather(q_cos, index.phi_idx) * int_v)
+    numerator = (fr1 * fr2) ** 2 * h_ref2 + (fs1 * fs2) ** 2 * h_smp2 + cross
+    denominator = (fs1**2 + fr1**2) * (fs2**2 + fr2**2)  # >= 1/4 since f_r + f_s = 1
+    return numerator / denominator
+
+
+def correlation_term(
+    physics: str,
+    params: Mapping[str, Any],
+    geometry: Geometry,
+    index: PointIndex,
+    *,
+    shear_convention: str = "published",
+) -> Any:
+    """The normalised correlation (c2 − offset)/contrast of ``physics`` at every point."""
+    if physics == "static":
+        return homodyne_term(params, geometry, index, shear=False)
+    if physics == "laminar_flow":
+        return homodyne_term(params, geometry, index, shear=True, shear_convention=shear_convention)
+    if physics == "two_component":
+        return heterodyne_term(params, geometry, index)
+    raise ValueError(f"physics: expected one of {PHYSICS_MODELS}, found {physics!r}")
+
+
+def c2_mean(
+    physics: str,
+    params: Mapping[str, Any],
+    contrast: Any,
+    offset: Any,
+    geometry: Geometry,
+    index: PointIndex,
+    *,
+    shear_convention: str = "published",
+) -> Any:
+    """Model c2 at every point: offset_φ + contrast_φ · term; contrast/offset are (n_phi,)."""
+    term = correlation_term(physics, params, geometry, index, shear_convention=shear_convention)
+    scaling = gather(jnp.stack([offset, contrast], axis=-1), index.phi_idx)  # (n, 2)
+    return scaling[:, 0] + scaling[:, 1] * term
+
+
+def c2_matrix(
+    physics: str,
+    params: Mapping[str, Any],
+    contrast: Any,
+    offset: Any,
+    geometry: Geometry,
+    *,
+    shear_convention: str = "published",
+) -> Any:
+    """Full model matrices (n_phi, n_t, n_t) (both triangles and the diagonal)."""
+    n_phi, n_t = jnp.shape(geometry.phi)[0], jnp.shape(geometry.t)[0]
+    grid_phi, grid_t1, grid_t2 = jnp.meshgrid(
+        jnp.arange(n_phi), jnp.arange(n_t), jnp.arange(n_t), indexing="ij"
+    )
+    index = PointIndex(grid_phi.ravel(), grid_t1.ravel(), grid_t2.ravel())
+    values = c2_mean(physics, params, jnp.asarray(contrast), jnp.asarray(offset), geometry, index,
+                     shear_convention=shear_convention)
+    return values.reshape(n_phi, n_t, n_t)
