@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from shardmc.errors import ShardMCInputError
-from shardmc.sampling import CHAIN_METHODS, INIT_STRATEGIES, SamplerConfig
+from shardmc.sampling import CHAIN_METHODS, INIT_MASS, INIT_STRATEGIES, SamplerConfig
 
 COMBINE_SPACES = ("unconstrained", "constrained")
 
@@ -73,6 +73,8 @@ def validate_config(cfg: SamplerConfig) -> SamplerConfig:
            "a fraction in [0, 1]", cfg.divergence_threshold)
     _check(cfg.init_strategy in INIT_STRATEGIES, "sampler.init_strategy",
            f"one of {INIT_STRATEGIES}", cfg.init_strategy)
+    _check(cfg.init_mass in INIT_MASS, "sampler.init_mass", f"one of {INIT_MASS}",
+           cfg.init_mass)
     _check(cfg.chain_method in CHAIN_METHODS, "sampler.chain_method",
            f"one of {CHAIN_METHODS}", cfg.chain_method)
     _check(isinstance(cfg.dense_mass, bool), "sampler.dense_mass", "True or False",
