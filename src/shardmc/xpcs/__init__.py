@@ -23,7 +23,6 @@ from shardmc.xpcs.data import (
     estimate_scaling,
     pool,
     reconstruct_half,
-    reference_time,
     unpool,
 )
 from shardmc.xpcs.loaders import (
@@ -64,7 +63,7 @@ from shardmc.xpcs.physics import (
     correlation_term,
 )
 from shardmc.xpcs.synthetic import DEFAULT_TRUTH, simulate
-from shardmc.xpcs.warmstart import WarmStart, warm_start
+from shardmc.xpcs.warmstart import WarmStart, laplace_covariance, warm_start
 
 __all__ = [
     "DEFAULT_DT",
@@ -91,6 +90,7 @@ __all__ = [
     "estimate_scaling",
     "fitted_c2",
     "fixed_scaling",
+    "laplace_covariance",
     "load_hdf5",
     "load_npz",
     "mean_c2",
@@ -99,7 +99,6 @@ __all__ = [
     "pool",
     "prepare",
     "reconstruct_half",
-    "reference_time",
     "resolve_priors",
     "save_npz",
     "simulate",

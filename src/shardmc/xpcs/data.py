@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from shardmc.errors import ShardMCInputError
-from shardmc.xpcs.physics import DEFAULT_GAP, RATE_TIME_FLOOR_FRACTION
+from shardmc.xpcs.physics import DEFAULT_GAP
 
 #: Fraction of the lag range used by the constant scaling modes (REFERENCE.md): offset =
 #: OFFSET_QUANTILE of c2 at the largest lags, contrast = CONTRAST_QUANTILE at the smallest
@@ -180,12 +180,6 @@ def unpool(values: Any, data: XPCSData, fill: float = np.nan) -> np.ndarray:
     out[phi_idx, t1, t2] = values
     out[phi_idx, t2, t1] = values
     return out
-
-
-def reference_time(t: Any, dt: float) -> float:
-    """Geometric mean (s) of the rate times max(t, dt/2): where power laws decorrelate."""
-    ts = np.maximum(np.asarray(t, dtype=np.float64), RATE_TIME_FLOOR_FRACTION * float(dt))
-    return float(np.exp(np.mean(np.log(ts))))
 
 
 class Scaling(NamedTuple):

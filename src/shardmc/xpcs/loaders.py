@@ -235,7 +235,8 @@ def load_hdf5(
     c2 = correct_diagonal(np.stack(mats))
     origin = 0 if time_origin == "start" else frames.start
     t = dt * (origin + np.arange(c2.shape[-1], dtype=np.float64))
-    q_sel = float(np.mean([b.q for b in bins]))
+    q_values = np.array([b.q for b in bins])  # one value (APS-U); APS-old bins may differ
+    q_sel = float(q_values[0] if np.all(q_values == q_values[0]) else np.mean(q_values))
     return XPCSData(c2=c2, t=t, q=q_sel, phi=np.array([b.phi for b in bins]), dt=dt, gap=gap)
 
 

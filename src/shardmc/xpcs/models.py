@@ -5,7 +5,7 @@ Contract with the engine: ``model(**model_kwargs, **data)`` where
 * ``data`` (per point, length n): ``phi_idx``, ``t1_idx``, ``t2_idx`` (int), ``c2`` (float)
   and, for ``noise="known"``, ``sigma`` (float);
 * ``model_kwargs`` (arrays, not per point): ``t`` (n_t,) s, ``dt`` s, ``q`` Å⁻¹, ``gap`` Å,
-  ``phi`` (n_phi,) degrees, ``t_ref`` s, and for constant scaling modes
+  ``phi`` (n_phi,) degrees, and for constant scaling modes
   ``contrast_fixed`` / ``offset_fixed`` (n_phi,).
 
 All static choices (physics, per-angle mode, priors, noise, shear convention) are fields
@@ -13,14 +13,12 @@ of the frozen, hashable :class:`XPCSModel`, so it can be a static ``jax.jit`` ar
 be pickled to worker processes. The single observed site is
 ``numpyro.sample("c2", Normal(mean, sigma), obs=c2)`` with batch shape (n,).
 
-Parameterisation: a power-law amplitude with a log prior (D0, gamma_dot_0, D0_ref,
-D0_sample, v0) is sampled as ``log_<name>_tref = log(amplitude) + exponent · log(t_ref)``,
-the log of the rate's power-law part at the reference time t_ref (geometric mean of the
-frame times). The data pin the rate near t_ref, so this decorrelates amplitude and
-exponent. Given the exponent, its prior is the amplitude's log prior shifted by
-exponent · log(t_ref) (a unit-Jacobian map), so the prior on the physical values is
-exactly the table's. Other log-prior parameters are sampled as ``log_<name>``. Physical
-values are exposed as deterministic sites under their physical names.
+Parameterisation: a parameter with a log prior (D0, gamma_dot_0, D0_ref, D0_sample, v0,
+sigma) is sampled as ``log_<name>`` (its prior is then Uniform or TruncatedNormal on the
+log) and exposed as a deterministic site under its physical name; the others are sampled
+directly. NumPyro maps each bounded site to the real line by a logit, so NUTS works in
+those coordinates; see docs/xpcs.md for why a reference-time shift of log D0 would not
+change them, and for the warm start's Laplace covariance that conditions NUTS instead.
 """
 
 from __future__ import annotations
@@ -30,13 +28,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
 from shardmc.errors import ShardMCInputError
-from shardmc.xpcs.data import XPCSData, estimate_scaling, pool, reference_time
+from shardmc.xpcs.data import XPCSData, estimate_scaling, pool
 from shardmc.xpcs.parameters import (
     LOG_PRIOR_KINDS,
     NOISE_PARAM,
@@ -46,7 +45,6 @@ from shardmc.xpcs.parameters import (
     resolve_priors,
 )
 from shardmc.xpcs.physics import (
-    POWER_LAW_PAIRS,
     SHEAR_CONVENTIONS,
     Geometry,
     PointIndex,
@@ -60,7 +58,7 @@ NOISE_MODES = ("sampled", "known")
 #: ``auto`` samples one averaged contrast/offset pair from this many angles on (REFERENCE.md).
 AUTO_AVERAGE_MIN_ANGLES = 3
 DATA_KEYS = ("phi_idx", "t1_idx", "t2_idx", "c2")
-GEOMETRY_KEYS = ("t", "dt", "q", "gap", "phi", "t_ref")
+GEOMETRY_KEYS = ("t", "dt", "q", "gap", "phi")
 FIXED_SCALING_KEYS = ("contrast_fixed", "offset_fixed")
 
 
@@ -136,34 +134,24 @@ class XPCSModel:
             return "averaged"
         return "individual"
 
-    def partner(self, name: str) -> str | None:
-        """The exponent whose t_ref shift applies to a log-prior amplitude, else None."""
-        exponent = POWER_LAW_PAIRS.get(name)
-        if exponent in self.parameter_names and self.prior[name].kind in LOG_PRIOR_KINDS:
-            return exponent
-        return None
-
     def site_name(self, name: str) -> str:
         """Name of the sample site that carries parameter ``name``."""
-        if self.prior[name].kind not in LOG_PRIOR_KINDS:
-            return name
-        return f"log_{name}_tref" if self.partner(name) else f"log_{name}"
-
-    def _sample_order(self) -> tuple[str, ...]:
-        exponents = set(POWER_LAW_PAIRS.values())
-        names = self.parameter_names
-        return tuple(n for n in names if n in exponents) + tuple(
-            n for n in names if n not in exponents)
+        return f"log_{name}" if self.prior[name].kind in LOG_PRIOR_KINDS else name
 
     def _global_names(self) -> tuple[str, ...]:
         scaling = SCALING_PARAMS if self.scaling_mode != "constant" else ()
         noise = (NOISE_PARAM,) if self.noise == "sampled" else ()
-        return (*self._sample_order(), *scaling, *noise)
+        return (*self.parameter_names, *scaling, *noise)
 
     @property
     def sampled_sites(self) -> tuple[str, ...]:
         """Latent sample-site names (sampling order)."""
         return tuple(self.site_name(n) for n in self._global_names())
+
+    @property
+    def site_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Latent sample-site name -> shape, in sampling order."""
+        return {self.site_name(n): self.site_shape(n) for n in self._global_names()}
 
     @property
     def deterministic_sites(self) -> tuple[str, ...]:
@@ -188,7 +176,6 @@ class XPCSModel:
         q: Any,
         gap: Any,
         phi: Any,
-        t_ref: Any,
         phi_idx: Any,
         t1_idx: Any,
         t2_idx: Any,
@@ -197,10 +184,7 @@ class XPCSModel:
         contrast_fixed: Any = None,
         offset_fixed: Any = None,
     ) -> None:
-        log_t_ref = jnp.log(t_ref)
-        physical: dict[str, Any] = {}
-        for name in self._global_names():
-            physical[name] = self._sample(name, physical, log_t_ref)
+        physical = {name: self._sample(name) for name in self._global_names()}
         if self.scaling_mode == "constant":
             if contrast_fixed is None or offset_fixed is None:
                 raise ShardMCInputError("model_kwargs: per_angle_mode "
@@ -227,24 +211,21 @@ class XPCSModel:
                        shear_convention=self.shear_convention)
         numpyro.sample("c2", dist.Normal(mean, scale), obs=c2)
 
-    def _sample(self, name: str, physical: dict[str, Any], log_t_ref: Any) -> Any:
+    def _sample(self, name: str) -> Any:
         spec = self.prior[name]
         shape = self.site_shape(name)
-        partner = self.partner(name)
-        shift = physical[partner] * log_t_ref if partner else 0.0
         site = self.site_name(name)
         if spec.kind == "uniform":
             return numpyro.sample(site, dist.Uniform(spec.lower, spec.upper).expand(shape))
         if spec.kind == "truncated_normal":
             d = dist.TruncatedNormal(spec.loc, spec.scale, low=spec.lower, high=spec.upper)
             return numpyro.sample(site, d.expand(shape))
-        low, high = np.log(spec.lower) + shift, np.log(spec.upper) + shift
+        low, high = np.log(spec.lower), np.log(spec.upper)
         if spec.kind == "log_uniform":
             d = dist.Uniform(low, high)
         else:  # log_normal
-            d = dist.TruncatedNormal(np.log(spec.loc) + shift, spec.scale, low=low, high=high)
-        z = numpyro.sample(site, d.expand(shape) if shape else d)
-        return numpyro.deterministic(name, jnp.exp(z - shift))
+            d = dist.TruncatedNormal(np.log(spec.loc), spec.scale, low=low, high=high)
+        return numpyro.deterministic(name, jnp.exp(numpyro.sample(site, d.expand(shape))))
 
 
 # -- preparing inputs ------------------------------------------------------------------------
@@ -271,7 +252,6 @@ def model_kwargs(model: XPCSModel, data: XPCSData) -> dict[str, np.ndarray]:
         "q": np.asarray(data.q, dtype=np.float64),
         "gap": np.asarray(data.gap, dtype=np.float64),
         "phi": np.asarray(data.phi, dtype=np.float64),
-        "t_ref": np.asarray(reference_time(data.t, data.dt), dtype=np.float64),
     }
     kwargs.update(fixed_scaling(data, model.per_angle_mode))
     return kwargs
@@ -296,7 +276,7 @@ def prepare(model: XPCSModel, data: XPCSData) -> tuple[dict[str, np.ndarray],
 
 
 # -- physical values <-> sample sites ----------------------------------------------------------
-def to_site_values(model: XPCSModel, physical: Mapping[str, Any], t_ref: float) -> dict[str, Any]:
+def to_site_values(model: XPCSModel, physical: Mapping[str, Any]) -> dict[str, Any]:
     """Sample-site values (for ``init_to_value``) from physical values of every latent."""
     out: dict[str, Any] = {}
     for name in model._global_names():
@@ -304,12 +284,7 @@ def to_site_values(model: XPCSModel, physical: Mapping[str, Any], t_ref: float) 
             raise ShardMCInputError(f"values: missing physical value for {name!r}")
         value = np.broadcast_to(np.asarray(physical[name], dtype=np.float64),
                                 model.site_shape(name)).copy()
-        site = model.site_name(name)
-        if site != name:
-            partner = model.partner(name)
-            shift = float(physical[partner]) * np.log(t_ref) if partner else 0.0
-            value = np.log(value) + shift
-        out[site] = value
+        out[model.site_name(name)] = np.log(value) if model.site_name(name) != name else value
     return out
 
 
@@ -339,6 +314,7 @@ def mean_c2(model: XPCSModel, values: Mapping[str, Any], data: Mapping[str, Any]
 def fitted_c2(model: XPCSModel, values: Mapping[str, Any], data: XPCSData) -> np.ndarray:
     """Full model matrices (n_phi, n_t, n_t) for physical ``values`` (for plots, residuals)."""
     kwargs = model_kwargs(model, data)
-    contrast, offset = _scaling_arrays(model, values, kwargs)
-    return np.asarray(c2_matrix(model.physics, values, contrast, offset, _geometry(kwargs),
-                                shear_convention=model.shear_convention))
+    with jax.enable_x64(True):
+        contrast, offset = _scaling_arrays(model, values, kwargs)
+        return np.asarray(c2_matrix(model.physics, values, contrast, offset, _geometry(kwargs),
+                                    shear_convention=model.shear_convention))

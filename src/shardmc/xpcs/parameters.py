@@ -8,8 +8,7 @@ Every prior lives inside its parameter's bounds. Prior kinds:
 * ``log_normal``: Normal(log loc, scale) on log(value), truncated to the bounds; ``loc`` is
   the median in physical units, ``scale`` the standard deviation of log(value).
 
-Log kinds are sampled as ``log_<name>`` (or, for a power-law amplitude, as the log of the
-amplitude at the reference time, see :mod:`shardmc.xpcs.models`).
+Log kinds are sampled as ``log_<name>`` (see :mod:`shardmc.xpcs.models`).
 """
 
 from __future__ import annotations

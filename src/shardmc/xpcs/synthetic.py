@@ -21,11 +21,12 @@ from shardmc.xpcs.physics import (
 )
 
 #: Default truths: decays over a 10 s window at q = 0.0054 Å⁻¹ with visible aging (α < 0),
-#: a few shear lobes (laminar_flow), a drifting sample fraction (two_component).
+#: several shear lobes with a time-dependent rate (laminar_flow: β ≠ 0, since with β = 0 only
+#: γ̇0 + γ̇_offset is identifiable), a drifting sample fraction (two_component).
 DEFAULT_TRUTH: dict[str, dict[str, float]] = {
     "static": {"D0": 1.0e4, "alpha": -0.3, "D_offset": 500.0},
     "laminar_flow": {"D0": 1.0e4, "alpha": -0.3, "D_offset": 500.0, "gamma_dot_0": 1.0e-4,
-                     "beta": 0.0, "gamma_dot_offset": 0.0, "phi0": 2.0},
+                     "beta": 0.5, "gamma_dot_offset": 0.0, "phi0": 2.0},
     "two_component": {"D0_ref": 2.0e4, "alpha_ref": 0.0, "D_offset_ref": 0.0,
                       "D0_sample": 5.0e3, "alpha_sample": 0.0, "D_offset_sample": 0.0,
                       "v0": 50.0, "beta": 0.0, "v_offset": 0.0,

@@ -17,6 +17,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
+from numpyro.infer.util import potential_energy, unconstrain_fn
 from scipy.optimize import least_squares
 
 from shardmc.errors import ShardMCInputError
@@ -49,7 +51,12 @@ class WarmStart:
     init_values: sample-site name -> value (constrained site space) for ``init_to_value``;
     physical: physical values (per-angle arrays for contrast, offset, sigma);
     std_errors: asymptotic standard errors of the physical values (NaN if singular);
-    cost: ½ Σ r²; num_points: points used by the fit.
+    cost: ½ Σ r²; num_points: points used by the fit;
+    unconstrained_sites: (site, shape) in ``ravel_pytree`` order (sorted names), the
+    layout of ``unconstrained_covariance``: the Laplace covariance (inverse Hessian of the
+    full-data NumPyro potential at ``init_values``, unconstrained space) — a dense inverse
+    mass matrix for NUTS (times K for a shard of K); None where the Hessian is not
+    positive definite.
     """
 
     init_values: dict[str, np.ndarray]
@@ -60,6 +67,8 @@ class WarmStart:
     message: str
     nfev: int
     num_points: int
+    unconstrained_sites: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    unconstrained_covariance: np.ndarray | None = None
 
 
 def _fit_names(model: XPCSModel) -> tuple[str, ...]:
@@ -149,6 +158,28 @@ def _per_angle_rms(residual: np.ndarray, phi_idx: np.ndarray, n_angles: int) -> 
     return np.sqrt(sums / counts)
 
 
+def _least_squares(model: XPCSModel, layout: tuple[_Entry, ...], arrays: dict[str, np.ndarray],
+                   kwargs: dict[str, np.ndarray], x0: np.ndarray, max_nfev: int):
+    """scipy least_squares on (c2 − mean)/scale with a jax.jacfwd Jacobian; (fit, J at x)."""
+
+    def residual(x, arr, kw):
+        return (arr["c2"] - mean_c2(model, _unpack(layout, x), arr, kw)) / arr["scale"]
+
+    res_fn = jax.jit(residual)
+    jac_fn = jax.jit(jax.jacfwd(residual))
+    lo, hi = _bounds(layout)
+    fit = least_squares(
+        lambda x: np.asarray(res_fn(x, arrays, kwargs)),
+        _interior(x0, lo, hi),
+        jac=lambda x: np.asarray(jac_fn(x, arrays, kwargs)),
+        bounds=(lo, hi),
+        method="trf",
+        x_scale="jac",
+        max_nfev=max_nfev,
+    )
+    return fit, np.asarray(jac_fn(fit.x, arrays, kwargs))
+
+
 def warm_start(
     model: XPCSModel,
     data: XPCSData,
@@ -157,11 +188,13 @@ def warm_start(
     max_points: int = DEFAULT_MAX_POINTS,
     max_nfev: int = 200,
     seed: int = 0,
+    laplace: bool = True,
 ) -> WarmStart:
     """Least-squares fit of ``model`` to ``data``; its values initialise NUTS.
 
     initial: physical starting values by name (else defaults and data heuristics).
     max_points: fit a seeded random subset of at most this many pooled points.
+    laplace: also compute the unconstrained Laplace covariance (one Hessian compile).
     """
     layout = _layout(model)
     with jax.enable_x64(True):
@@ -173,24 +206,7 @@ def warm_start(
         x0 = np.concatenate([
             (np.log(np.maximum(start[e.name], 1e-300)) if e.log else start[e.name]).ravel()
             for e in layout])
-        lo, hi = _bounds(layout)
-        x0 = _interior(x0, lo, hi)
-
-        def residual(x, arr, kw):
-            return (arr["c2"] - mean_c2(model, _unpack(layout, x), arr, kw)) / arr["scale"]
-
-        res_fn = jax.jit(residual)
-        jac_fn = jax.jit(jax.jacfwd(residual))
-        fit = least_squares(
-            lambda x: np.asarray(res_fn(x, arrays, kwargs)),
-            x0,
-            jac=lambda x: np.asarray(jac_fn(x, arrays, kwargs)),
-            bounds=(lo, hi),
-            method="trf",
-            x_scale="jac",
-            max_nfev=max_nfev,
-        )
-        jac = np.asarray(jac_fn(fit.x, arrays, kwargs))
+        fit, jac = _least_squares(model, layout, arrays, kwargs, x0, max_nfev)
         physical = {k: np.asarray(v) for k, v in _unpack(layout, jnp.asarray(fit.x)).items()}
     residual_values = np.asarray(fit.fun)
     std = _std_errors(layout, fit.x, jac, residual_values, known=model.noise == "known")
@@ -198,9 +214,45 @@ def warm_start(
         spec = model.prior[NOISE_PARAM]
         rms = _per_angle_rms(residual_values, arrays["phi_idx"], model.n_angles)
         physical[NOISE_PARAM] = np.clip(rms, spec.lower, spec.upper)
-    init = to_site_values(model, _inside_priors(model, physical), float(kwargs["t_ref"]))
+    init = to_site_values(model, _inside_priors(model, physical))
+    points = {k: v for k, v in arrays.items() if k != "scale"}
+    if model.noise == "known":
+        points["sigma"] = arrays["scale"]
+    sites, cov = (), None
+    if laplace:
+        scale = data.num_points / len(arrays["c2"])
+        sites, cov = laplace_covariance(model, {**kwargs, **points}, init, scale)
     return WarmStart(init, physical, std, float(fit.cost), bool(fit.success), str(fit.message),
-                     int(fit.nfev), int(arrays["c2"].shape[0]))
+                     int(fit.nfev), int(arrays["c2"].shape[0]), sites, cov)
+
+
+def laplace_covariance(
+    model: XPCSModel, inputs: Mapping[str, Any], site_values: Mapping[str, Any],
+    likelihood_scale: float = 1.0,
+) -> tuple[tuple[tuple[str, tuple[int, ...]], ...], np.ndarray | None]:
+    """Inverse Hessian of the NumPyro potential at ``site_values`` in unconstrained space.
+
+    inputs: model_kwargs and per-point data together; likelihood_scale: multiplies the
+    Hessian (points in the full data / points in ``inputs``, when fitted on a subset).
+    Returns ((site, shape), ...) in ``ravel_pytree`` order and the covariance, or None if
+    the Hessian is not positive definite.
+    """
+    with jax.enable_x64(True):
+        z = unconstrain_fn(model, (), dict(inputs), dict(site_values))
+        flat, unravel = ravel_pytree(z)
+
+        def potential(f):
+            return potential_energy(model, (), dict(inputs), unravel(f))
+
+        hessian = np.asarray(jax.jit(jax.hessian(potential))(flat)) * likelihood_scale
+    layout = tuple((name, tuple(np.shape(z[name]))) for name in sorted(z))
+    hessian = 0.5 * (hessian + hessian.T)
+    try:
+        chol = np.linalg.cholesky(hessian)
+    except np.linalg.LinAlgError:
+        return layout, None
+    inv_chol = np.linalg.inv(chol)
+    return layout, inv_chol.T @ inv_chol
 
 
 def _inside_priors(model: XPCSModel, physical: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,0 +1,86 @@
+"""Least-squares warm start: recovers truth, returns valid NUTS initial values."""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from numpyro.infer.util import log_density  # noqa: E402
+
+from shardmc.errors import ShardMCInputError  # noqa: E402
+from shardmc.xpcs import XPCSModel, prepare, simulate, warm_start  # noqa: E402
+
+TRUTH = {"D0": 1.0e4, "alpha": -0.3, "D_offset": 500.0}
+
+
+@pytest.fixture(scope="module")
+def static_fit():
+    data, truth = simulate("static", TRUTH, n_angles=3, n_t=50, noise=1e-4, seed=4,
+                           contrast=[0.25, 0.3, 0.35], offset=[1.0, 1.02, 0.98])
+    model = XPCSModel.create("static", 3)
+    return data, truth, model, warm_start(model, data)
+
+
+def test_recovers_truth_on_small_static_dataset(static_fit):
+    _, truth, _, ws = static_fit
+    assert ws.success
+    for name in ("D0", "alpha", "D_offset"):
+        z = (ws.physical[name] - truth[name]) / ws.std_errors[name]
+        assert abs(z) < 4.0, (name, ws.physical[name], ws.std_errors[name])
+    assert ws.physical["D0"] == pytest.approx(1.0e4, rel=0.01)
+    assert ws.physical["alpha"] == pytest.approx(-0.3, abs=0.005)
+    np.testing.assert_allclose(ws.physical["contrast"], truth["contrast"], atol=1e-3)
+    np.testing.assert_allclose(ws.physical["offset"], truth["offset"], atol=1e-3)
+    np.testing.assert_allclose(ws.physical["sigma"], 1e-4, rtol=0.1)
+
+
+def test_init_values_are_sample_sites_with_finite_density(static_fit):
+    data, _, model, ws = static_fit
+    assert set(ws.init_values) == set(model.sampled_sites)
+    points, kwargs = prepare(model, data)
+    lp, tr = log_density(model, (), {**kwargs, **points}, ws.init_values)
+    assert np.isfinite(float(lp))
+    assert float(tr["D0"]["value"]) == pytest.approx(ws.physical["D0"], rel=1e-12)
+    np.testing.assert_allclose(tr["sigma"]["value"], ws.physical["sigma"], rtol=1e-12)
+    assert all(np.all(np.isfinite(v)) and np.all(v > 0) for v in ws.std_errors.values())
+
+
+def test_laplace_covariance_is_an_inverse_mass_matrix(static_fit):
+    """Layout = ravel_pytree order of the unconstrained sites; SPD; D0's marginal sd from it
+    matches the least-squares standard error (delta method through the log and logit)."""
+    _, _, model, ws = static_fit
+    names = [name for name, _ in ws.unconstrained_sites]
+    assert names == sorted(model.sampled_sites)
+    cov = ws.unconstrained_covariance
+    dim = sum(int(np.prod(shape)) for _, shape in ws.unconstrained_sites)
+    assert cov.shape == (dim, dim)
+    np.testing.assert_allclose(cov, cov.T)
+    assert np.all(np.linalg.eigvalsh(cov) > 0)
+    i = names.index("log_D0")
+    offset = sum(int(np.prod(shape)) for _, shape in ws.unconstrained_sites[:i])
+    p = (np.log(ws.physical["D0"]) - np.log(100.0)) / np.log(1e3)  # logit coordinate slope
+    sd_log_d0 = np.sqrt(cov[offset, offset]) * np.log(1e3) * p * (1 - p)
+    assert sd_log_d0 * ws.physical["D0"] == pytest.approx(ws.std_errors["D0"], rel=0.1)
+
+
+def test_constant_mode_known_noise_and_subsampling():
+    data, _ = simulate("static", TRUTH, n_angles=2, n_t=40, noise=1e-3, seed=1,
+                           known_sigma=True)
+    model = XPCSModel.create("static", 2, per_angle_mode="constant", noise="known")
+    ws = warm_start(model, data, max_points=500, seed=3, laplace=False)
+    assert ws.unconstrained_covariance is None
+    assert ws.num_points == 500
+    assert set(ws.init_values) == set(model.sampled_sites) == {"alpha", "log_D0", "D_offset"}
+    assert "contrast" not in ws.physical and "sigma" not in ws.physical
+    assert np.isfinite(ws.cost) and ws.physical["D0"] > 0
+
+
+def test_initial_values_and_bounds_are_respected():
+    data, _ = simulate("static", TRUTH, n_angles=2, n_t=30, noise=1e-3, seed=2)
+    model = XPCSModel.create("static", 2, priors={"alpha": (-0.2, 0.5)})
+    ws = warm_start(model, data, initial={"D0": 3.0e3, "alpha": 0.0}, laplace=False)
+    assert -0.2 < ws.physical["alpha"] < 0.5  # truth −0.3 lies outside: fit stays in bounds
+    assert -0.2 < float(ws.init_values["alpha"]) < 0.5
+    with pytest.raises(ShardMCInputError, match="unknown parameter"):
+        warm_start(model, data, initial={"gamma_dot_0": 1e-3})
