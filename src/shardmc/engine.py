@@ -11,11 +11,14 @@ from typing import Any
 import numpy as np
 
 from shardmc import params as P
-from shardmc.backends import BACKENDS, select_backend
-from shardmc.combine import check_method, combine
+from shardmc.backends import BACKENDS, Workload, preflight, select_backend
+from shardmc.combine import check_options, combine
 from shardmc.diagnostics import shard_diagnostics
 from shardmc.errors import ShardFailedError, ShardMCInputError
+from shardmc.exclusion import apply_failure_policy, validate_policy
+from shardmc.heterogeneity import constrained_shard_means
 from shardmc.posterior import SHARD_STAT_NAMES, Posterior
+from shardmc.progress import ShardProgress
 from shardmc.runtime import enable_x64
 from shardmc.sampling import (
     SamplerConfig,
@@ -113,30 +116,30 @@ def _config(config: SamplerConfig | None, overrides: dict[str, Any]) -> SamplerC
 
 
 def _specs(model, data, layout, model_kwargs, config, plan, probe, seed,
-           init_values) -> Iterator[ShardSpec]:
-    for k in range(layout.num_shards):
+           init_values, indices=None, prior_scale=None) -> Iterator[ShardSpec]:
+    """Specs of shards ``indices`` (default all) at ``prior_scale`` (default 1/K)."""
+    for k in range(layout.num_shards) if indices is None else indices:
         yield ShardSpec(
             index=k, model=model, data=shard_arrays(data, layout, k), mask=layout.mask[k],
             padded=not layout.mask.all(),
-            model_kwargs=model_kwargs, prior_scale=1.0 / layout.num_shards,
+            model_kwargs=model_kwargs, prior_scale=prior_scale or 1.0 / layout.num_shards,
             seed_key=shard_key(seed, k), config=config, plan=plan,
             observed_sites=probe.observed_sites, init_values=init_values)
 
 
 def _collect(backend, specs, num_shards: int, progress: bool,
              on_shard_done: Callable[[ShardResult], None] | None) -> list[ShardResult]:
-    from tqdm.auto import tqdm
-
-    results: list[ShardResult | None] = [None] * num_shards
-    with tqdm(total=num_shards, desc="shards", unit="shard", disable=not progress) as bar:
-        for result in backend.map(run_shard, specs):
+    results: dict[int, ShardResult] = {}
+    with ShardProgress(num_shards, enabled=progress) as tracker:
+        events = getattr(backend.capabilities, "reports_events", False)
+        stream = (backend.map(run_shard, specs, on_event=tracker.on_event) if events
+                  else backend.map(run_shard, specs))
+        for result in stream:
             results[result.index] = result
+            tracker.on_result(result)
             if on_shard_done is not None:
                 on_shard_done(result)
-            log.info("shard %d: %s in %.2f s", result.index, result.status,
-                     result.stats.total_time)
-            bar.update(1)
-    return results  # type: ignore[return-value]
+    return [results[k] for k in sorted(results)]
 
 
 def _raise_failures(results: list[ShardResult]) -> None:
@@ -145,7 +148,8 @@ def _raise_failures(results: list[ShardResult]) -> None:
         lines = [f"shard {r.index}: {r.status}: {(r.error or '').strip().splitlines()[0]}"
                  for r in bad[:10]]
         raise ShardFailedError(f"{len(bad)} of {len(results)} shards failed:\n  "
-                               + "\n  ".join(lines))
+                               + "\n  ".join(lines) + "\n(fit(..., on_shard_failure='exclude') "
+                               "recombines from the surviving shards, prior re-tempered)")
 
 
 def _versions() -> dict[str, str]:
@@ -186,10 +190,12 @@ def fit(
     space: str = "unconstrained",
     combine_options: dict[str, Any] | None = None,
     backend: Any = "sequential",
+    backend_options: dict[str, Any] | None = None,
     config: SamplerConfig | None = None,
     init_values: dict[str, Any] | None = None,
     progress: bool = False,
     on_shard_done: Callable[[ShardResult], None] | None = None,
+    on_shard_failure: str = "fail",
     **sampler_options: Any,
 ) -> Posterior:
     """Fit ``model(**model_kwargs, **data)`` by Consensus Monte Carlo over ``num_shards``.
@@ -198,14 +204,20 @@ def fit(
     shard unchanged. Each shard samples prior^(1/K) x likelihood(shard) with NUTS
     (``config`` / keyword sampler options, see :class:`SamplerConfig`); the draws are
     combined with ``method`` in ``space`` and deterministic sites are recomputed from the
-    untempered model. Runs in float64. Raises ShardMCInputError for bad input before any
-    sampling, ShardFailedError if a shard fails after its retries.
+    untempered model. Runs in float64. ``backend``: a name (built with
+    ``backend_options`` and closed after the run, see :func:`shardmc.select_backend`) or
+    a backend instance (left open). ``on_shard_failure``: "fail" (default) raises
+    ShardFailedError naming every shard that failed or diverged after its retries;
+    "exclude" re-runs the K' survivors with the prior re-tempered to 1/K' and records the
+    exclusions in the provenance (see :mod:`shardmc.exclusion`). Raises ShardMCInputError
+    for bad input before any sampling.
     """
     enable_x64()
     data, n = validate_data(data)
     num_shards = validate_num_shards(num_shards, n)
-    check_method(method)
+    check_options(method, dict(combine_options or {}))
     validate_space(space)
+    validate_policy(on_shard_failure)
     config = _config(config, sampler_options)
     labels = validate_strata(strata, n, sharding)
     if not hasattr(backend, "map") and backend not in ("auto", *BACKENDS):
@@ -222,9 +234,21 @@ def fit(
     if config.init_strategy == "value" and not init_values:
         raise ShardMCInputError("init_values: init_strategy 'value' needs init_values, found none")
     plan = SamplingPlan.from_config(config, layout.shard_length, probe.layout.dim)
-    runner = select_backend(backend)
-    specs = _specs(model, data, layout, model_kwargs, config, plan, probe, seed, init_values)
-    results = _collect(runner, specs, num_shards, progress, on_shard_done)
+    workload = Workload(num_shards, layout.shard_length, probe.layout.dim, plan.n_chains,
+                        plan.n_warmup, plan.n_samples,
+                        sum(int(a[:1].nbytes) for a in data.values()))
+    runner = select_backend(backend, workload=workload, **(backend_options or {}))
+    try:
+        preflight(runner, model, workload)
+        specs = _specs(model, data, layout, model_kwargs, config, plan, probe, seed, init_values)
+        results = _collect(runner, specs, num_shards, progress, on_shard_done)
+        results, excluded = apply_failure_policy(results, on_shard_failure, lambda idx, scale: (
+            _collect(runner, _specs(model, data, layout, model_kwargs, config, plan, probe,
+                                    seed, init_values, idx, scale),
+                     len(idx), progress, on_shard_done)))
+    finally:
+        if runner is not backend:  # made here from a name: stop its workers
+            runner.close()
     _raise_failures(results)
     named, unconstrained, info = combine_results(
         results, probe.layout, method, space, seed, dict(combine_options or {}))
@@ -243,6 +267,9 @@ def fit(
         "latent_sites": list(probe.layout.names),
         "deterministic_skipped": list(probe.deterministic_skipped),
         "versions": _versions(),
+        "on_shard_failure": on_shard_failure, "excluded_shards": excluded,
+        "shards_used": [r.index for r in results], "prior_scale": 1.0 / len(results),
+        "shard_constrained": constrained_shard_means(probe.layout, draws),
     }
     return Posterior(samples=named, unconstrained=unconstrained,
                      coords=probe.layout.coordinate_names(), shard_draws=draws,

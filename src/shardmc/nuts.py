@@ -40,6 +40,7 @@ class ShardProgram(NamedTuple):
     max_tree_depth: int
     masked: bool = True  # False when no shard has padded rows: the mask is then not applied
     init_mass: str = "hessian"  # initial inverse mass matrix: "hessian" | "identity"
+    adapt_mass: bool = True  # False: keep the initial mass matrix, adapt the step size only
 
 
 def _shard_model(program: ShardProgram, prior_scale, mask):
@@ -121,6 +122,7 @@ def warmup_chain(
         flat_z,
         program.num_warmup,
         inverse_mass_matrix=inverse_mass,
+        adapt_mass_matrix=program.adapt_mass,
         dense_mass=program.dense_mass,
         target_accept_prob=target_accept_prob,
         max_tree_depth=program.max_tree_depth,

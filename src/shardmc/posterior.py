@@ -71,6 +71,15 @@ class Posterior:
         draws_per_shard = self.shard_draws.shape[1] * self.shard_draws.shape[2]
         return shard_warnings(self.diagnostics, self.coords, draws_per_shard)
 
+    def diagnose(self, **options: Any) -> Any:
+        """Per-shard and cross-shard problems in words a user can act on: divergences,
+        R-hat/ESS/E-BFMI, heterogeneity of shard means, non-Gaussian or bimodal
+        sub-posteriors, excluded shards. Returns a :class:`shardmc.report.DiagnosisReport`
+        (print it); options go to :func:`shardmc.report.diagnose`."""
+        from shardmc.report import diagnose
+
+        return diagnose(self, **options)
+
     def to_arviz(self) -> az.InferenceData:
         """InferenceData: ``posterior`` (one pseudo-chain of combined draws) plus shard draws,
         per-shard sample stats and diagnostics and a ``provenance`` group (JSON in attrs)."""

@@ -7,6 +7,7 @@ the backends map it over shards.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ RETRY_TARGET_ACCEPT_STEP = 0.05
 RETRY_MAX_TARGET_ACCEPT = 0.95
 
 INIT_STRATEGIES = ("median", "sample", "value")
+INIT_MASS = ("hessian", "identity")
 CHAIN_METHODS = ("sequential", "vectorized")
 
 
@@ -50,6 +52,8 @@ class SamplerConfig:
     max_tree_depth: int = 10
     dense_mass: bool = True
     init_strategy: str = "median"
+    init_mass: str = "hessian"
+    adapt_mass_matrix: bool = True
     chain_method: str = "sequential"
     max_attempts: int = 3
     divergence_threshold: float = DIVERGENCE_RATE_HIGH
@@ -162,6 +166,8 @@ def _program(spec: ShardSpec) -> nuts.ShardProgram:
         dense_mass=spec.config.dense_mass,
         max_tree_depth=spec.config.max_tree_depth,
         masked=spec.padded,
+        init_mass=spec.config.init_mass,
+        adapt_mass=spec.config.adapt_mass_matrix,
     )
 
 
@@ -245,9 +251,10 @@ def _better(a: ShardResult, b: ShardResult) -> bool:
     return a.stats.divergence_rate < b.stats.divergence_rate
 
 
-def run_nuts_with_retry(spec: ShardSpec) -> ShardResult:
+def run_nuts_with_retry(spec: ShardSpec, first: ShardResult | None = None) -> ShardResult:
     """Sample a shard; retry (key ``fold_in(key, attempt)``, target accept +0.05) while
-    the draws are non-finite or the divergence rate exceeds the configured threshold."""
+    the draws are non-finite or the divergence rate exceeds the configured threshold.
+    ``first``: the result of attempt 0 when it ran elsewhere (the ``jax`` backend)."""
     base_key = jax.numpy.asarray(spec.seed_key, dtype=np.uint32)
     best: ShardResult | None = None
     for attempt in range(spec.config.max_attempts):
@@ -256,8 +263,11 @@ def run_nuts_with_retry(spec: ShardSpec) -> ShardResult:
         if attempt:
             target = max(target, min(RETRY_MAX_TARGET_ACCEPT,
                                      target + RETRY_TARGET_ACCEPT_STEP * attempt))
-        warm, out, t_warm, t_samp = _run_chains(spec, key, target)
-        result = _attempt_result(spec, warm, out, t_warm, t_samp, attempt, target)
+        if attempt == 0 and first is not None:
+            result = first
+        else:
+            warm, out, t_warm, t_samp = _run_chains(spec, key, target)
+            result = _attempt_result(spec, warm, out, t_warm, t_samp, attempt, target)
         if result.ok and result.stats.divergence_rate <= spec.config.divergence_threshold:
             return result
         if best is None or _better(result, best):
@@ -271,14 +281,27 @@ def run_nuts_with_retry(spec: ShardSpec) -> ShardResult:
     return best
 
 
-def run_shard(spec: ShardSpec) -> ShardResult:
-    """Run one shard; any exception becomes a failed result carrying its traceback text."""
+def run_shard(spec: ShardSpec, first: ShardResult | None = None) -> ShardResult:
+    """Run one shard; any exception becomes a failed result carrying its traceback text.
+    ``first``: see :func:`run_nuts_with_retry`."""
     try:
-        return run_nuts_with_retry(spec)
+        return run_nuts_with_retry(spec, first)
     except Exception as exc:
         return ShardResult(
             index=spec.index,
             status="failed",
             num_points=spec.num_points,
-            error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}",
+            error=f"{error_summary(exc)}\n{type(exc).__name__}: {exc}\n{traceback.format_exc()}",
         )
+
+
+_EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit): ")
+
+
+def error_summary(exc: BaseException) -> str:
+    """One line naming the root cause. Errors raised inside JAX callbacks arrive wrapped
+    (``JaxRuntimeError: INTERNAL: ... Traceback ...``); the last ``XError: message``
+    line inside is the model's own error."""
+    lines = [ln.strip() for ln in str(exc).splitlines()]
+    inner = [ln for ln in lines[1:] if _EXC_LINE.match(ln)]
+    return inner[-1] if inner else f"{type(exc).__name__}: {lines[0] if lines else ''}"

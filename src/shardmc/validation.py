@@ -77,8 +77,9 @@ def validate_config(cfg: SamplerConfig) -> SamplerConfig:
            cfg.init_mass)
     _check(cfg.chain_method in CHAIN_METHODS, "sampler.chain_method",
            f"one of {CHAIN_METHODS}", cfg.chain_method)
-    _check(isinstance(cfg.dense_mass, bool), "sampler.dense_mass", "True or False",
-           cfg.dense_mass)
+    for name in ("dense_mass", "adapt_mass_matrix", "adaptive_sampling"):
+        _check(isinstance(getattr(cfg, name), bool), f"sampler.{name}", "True or False",
+               getattr(cfg, name))
     return cfg
 
 

@@ -7,8 +7,8 @@ import pytest
 
 import shardmc
 from shardmc.backends import BackendCapabilities
-from shardmc.examples import linear_regression_known_noise as model
 from shardmc.examples import linear_regression_data
+from shardmc.examples import linear_regression_known_noise as model
 
 
 class NoSamplingBackend:

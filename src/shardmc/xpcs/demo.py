@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from shardmc.errors import ShardMCInputError
+
 #: Demo dataset: 3 angles x 190 frames gives 53 865 pooled points (one triangle).
 DEMO_ANGLES = 3
 DEMO_FRAMES = 190
@@ -67,6 +69,8 @@ def run_demo(out: str | Path | None = None, *, num_shards: int = DEMO_SHARDS,
     from shardmc import xpcs
     from shardmc.xpcs.plots import plot_c2_fit, plot_corner
 
+    if num_shards < 1:
+        raise ShardMCInputError(f"--shards: expected an integer >= 1, found {num_shards}")
     shardmc.enable_x64()
     t0 = time.perf_counter()
     run_dir = _run_dir(out)

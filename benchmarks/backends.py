@@ -1,0 +1,141 @@
+"""Backend benchmark: sequential vs processes vs jax on the regression problem.
+
+For K = 8, 32, 128 shards of one dataset (default 256 000 points, 5 coefficients,
+2 chains, default adaptive warmup/sample counts) it runs ``shardmc.fit`` with each
+backend and reports wall time, the speedup of ``processes`` over ``sequential``, XLA
+compiles per process (goal: one per program per shape per run) and compile time as a
+share of wall time. Each processes run starts a fresh pool, as a one-off ``fit`` does;
+its workers load programs from the persistent compilation cache when it is warm
+(``cache_hits``). The sequential and jax runs compile in this process without a
+persistent cache. CPU seconds (driver process time for in-process runs, the workers' for
+processes) show the work done independent of other load on the machine. Also measures
+the pool's start-up (spawn to ready) and checks that
+all backends agree (bit for bit for processes). Prints one JSON document.
+
+Usage: python benchmarks/backends.py [--points N] [--shards 8 32 128] [--workers 2]
+                                    [--backends processes jax]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+
+import shardmc
+from shardmc.backends import ProcessesBackend
+from shardmc.backends.compile_log import compile_log, diff
+from shardmc.backends.jax_devices import JaxBackend
+from shardmc.backends.resources import usable_cores
+from shardmc.examples import linear_regression_data, linear_regression_known_noise
+
+#: The NUTS programs whose compiles the goal counts.
+PROGRAMS = ("warmup", "sample")
+
+
+def _program_compiles(compiles: dict[str, int]) -> dict[str, int]:
+    return {p: sum(n for name, n in compiles.items() if p in name) for p in PROGRAMS}
+
+
+def _in_process(data, k: int, backend, chains: int) -> tuple[dict, np.ndarray]:
+    log = compile_log()
+    before, t0, c0 = log.snapshot(), time.perf_counter(), time.process_time()
+    post = shardmc.fit(linear_regression_known_noise, data, k, seed=0, backend=backend,
+                       num_chains=chains)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    d = diff(log.snapshot(), before)
+    times = np.array([s["total_time"] for s in post.provenance["shard_stats"]])
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+            "compile_s": round(d["compile_seconds"], 2),
+            "compile_share": round(d["compile_seconds"] / wall, 3),
+            "xla_compiles": _program_compiles(d["compiles"]),
+            "shard_s_median": round(float(np.median(times)), 4),
+            "plan": [post.provenance["plan"]["n_warmup"], post.provenance["plan"]["n_samples"]],
+            }, post.unconstrained
+
+
+def _processes(data, k: int, workers: int, chains: int) -> tuple[dict, np.ndarray]:
+    with ProcessesBackend(workers=workers) as backend:
+        t0 = time.perf_counter()
+        post = shardmc.fit(linear_regression_known_noise, data, k, seed=0, backend=backend,
+                           num_chains=chains)
+        wall = time.perf_counter() - t0
+        run = backend.last_run
+    per_worker = list(run["workers"].values())
+    compile_s = max(w["compile_seconds"] for w in per_worker)  # workers compile in parallel
+    return {"wall_s": round(wall, 2), "workers": workers,
+            "cpu_s": round(sum(w["cpu_seconds"] for w in per_worker), 2),
+            "cpu_s_per_worker": [round(w["cpu_seconds"], 2) for w in per_worker],
+            "compile_s_per_worker": [round(w["compile_seconds"], 2) for w in per_worker],
+            "compile_share": round(compile_s / wall, 3),
+            "xla_compiles_per_worker": [_program_compiles(w["compiles"]) for w in per_worker],
+            "cache_hits_per_worker": [w["cache_hits"] for w in per_worker],
+            "shards_per_worker": [w["shards"] for w in per_worker],
+            "busy_s_per_worker": [round(w["busy_seconds"], 2) for w in per_worker],
+            "peak_rss_mib_per_worker": [round(w["peak_rss"] / 2**20) for w in per_worker],
+            }, post.unconstrained
+
+
+def pool_startup(workers: int) -> float:
+    """Seconds from an idle backend to every worker ready and done with a trivial task."""
+    with ProcessesBackend(workers=workers) as backend:
+        t0 = time.perf_counter()
+        list(backend.map(len, [[0]] * workers))
+        return time.perf_counter() - t0
+
+
+def run(num_points: int, shard_counts: list[int], workers: int, chains: int,
+        backends: list[str]) -> dict:
+    shardmc.enable_x64()
+    data = linear_regression_data(num_points, 5, seed=0)
+    rows = []
+    for k in shard_counts:
+        row: dict = {"num_shards": k, "shard_points": -(-num_points // k)}
+        seq, ref = _in_process(data, k, "sequential", chains)
+        row["plan"] = seq.pop("plan")
+        row["sequential"] = seq
+        if "processes" in backends:
+            proc, p_draws = _processes(data, k, workers, chains)
+            proc["speedup_vs_sequential"] = round(seq["wall_s"] / proc["wall_s"], 2)
+            # CPU seconds of the same work: near 1 means the pool adds no work, so the
+            # wall speedup approaches the worker count on an otherwise idle machine.
+            proc["cpu_ratio_vs_sequential"] = round(proc["cpu_s"] / seq["cpu_s"], 2)
+            # Load-independent estimate: sequential CPU time over the busiest worker's.
+            proc["speedup_cpu_bound_estimate"] = round(
+                seq["cpu_s"] / max(proc["cpu_s_per_worker"]), 2)
+            row["processes"] = proc
+            row["processes_bit_identical"] = bool(np.array_equal(p_draws, ref))
+        if "jax" in backends:
+            jx, j_draws = _in_process(data, k, JaxBackend(), chains)
+            jx.pop("plan")
+            jx["speedup_vs_sequential"] = round(seq["wall_s"] / jx["wall_s"], 2)
+            row["jax"] = jx
+            row["jax_max_mean_diff_in_sd"] = round(float(np.max(
+                np.abs(j_draws.mean(0) - ref.mean(0)) / ref.std(0))), 4)
+        rows.append(row)
+    return {"benchmark": "backends", "problem": "linear_regression_known_noise",
+            "num_points": num_points, "num_params": 5, "chains_per_shard": chains,
+            "machine": {"usable_cores": usable_cores(), "cpu": platform.processor() or
+                        platform.machine(), "note": "shared with other developers' jobs: "
+                        "timings are noisy"},
+            "pool_startup_s": round(pool_startup(workers), 2), "results": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, default=256_000)
+    parser.add_argument("--shards", type=int, nargs="+", default=[8, 32, 128])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--chains", type=int, default=2)
+    parser.add_argument("--backends", nargs="+", default=["processes", "jax"],
+                        choices=["processes", "jax"], help="compared with sequential")
+    args = parser.parse_args()
+    print(json.dumps(run(args.points, args.shards, args.workers, args.chains, args.backends),
+                     indent=2))
+
+
+if __name__ == "__main__":
+    main()

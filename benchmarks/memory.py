@@ -1,0 +1,77 @@
+"""Calibrate ``shardmc.backends.resources.estimate_memory`` against measured peak RSS.
+
+Each configuration runs one shard of the regression problem in a fresh worker process
+(``ProcessesBackend(workers=1)``), which reports its peak resident set size
+(``getrusage`` ru_maxrss, i.e. what psutil reports as the process's peak). Prints one
+JSON document: per configuration the measured peak, the estimate and their ratio.
+
+Usage: python benchmarks/memory.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import psutil
+
+from shardmc.backends import ProcessesBackend
+from shardmc.backends.resources import estimate_memory
+from shardmc.examples import linear_regression_data, linear_regression_known_noise
+from shardmc.sampling import SamplerConfig, SamplingPlan, ShardSpec, run_shard, shard_key
+
+#: (points, features, chains, samples per chain)
+CONFIGS = [
+    (1_000, 3, 2, 200),
+    (30_000, 3, 2, 200),
+    (100_000, 3, 2, 200),
+    (300_000, 3, 2, 200),
+    (100_000, 20, 2, 200),
+    (300_000, 20, 2, 200),
+    (10_000, 3, 4, 2_000),
+    (10_000, 20, 4, 2_000),
+]
+MiB = 1024**2
+
+
+def measure(points: int, features: int, chains: int, samples: int,
+            cache: bool = True) -> dict:
+    data = linear_regression_data(points, features, seed=0)
+    config = SamplerConfig(num_warmup=100, num_samples=samples, num_chains=chains,
+                           adaptive_sampling=False)
+    plan = SamplingPlan.from_config(config, points, features)
+    spec = ShardSpec(index=0, model=linear_regression_known_noise, data=data,
+                     mask=np.ones(points, bool), model_kwargs={}, prior_scale=1.0,
+                     seed_key=shard_key(0, 0), config=config, plan=plan,
+                     observed_sites=frozenset({"y"}), padded=False)
+    t0 = time.perf_counter()
+    with ProcessesBackend(workers=1, compile_cache=cache) as backend:
+        (result,) = list(backend.map(run_shard, [spec]))
+        (worker,) = backend.last_run["workers"].values()
+    point_bytes = sum(a[:1].nbytes for a in data.values())
+    estimate = estimate_memory(points, features, chains, num_samples=samples,
+                               point_bytes=point_bytes)
+    return {"points": points, "features": features, "chains": chains, "samples": samples,
+            "compiled": bool(worker["compiles"]) and not worker["cache_hits"],
+            "data_mib": round(points * point_bytes / MiB, 1),
+            "peak_rss_mib": round(worker["peak_rss"] / MiB, 1),
+            "estimate_mib": round(estimate / MiB, 1),
+            "estimate_over_peak": round(estimate / worker["peak_rss"], 2),
+            "status": result.status, "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="first three configurations")
+    args = parser.parse_args()
+    rows = [measure(*CONFIGS[0], cache=False)]  # a cold compile (no persistent cache)
+    rows += [measure(*c) for c in (CONFIGS[:3] if args.quick else CONFIGS)]
+    print(json.dumps({"benchmark": "memory", "host_memory_gib":
+                      round(psutil.virtual_memory().total / 1024**3, 1), "rows": rows},
+                     indent=2))
+
+
+if __name__ == "__main__":
+    main()
