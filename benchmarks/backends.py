@@ -103,9 +103,6 @@ def run(num_points: int, shard_counts: list[int], workers: int, chains: int,
             # CPU seconds of the same work: near 1 means the pool adds no work, so the
             # wall speedup approaches the worker count on an otherwise idle machine.
             proc["cpu_ratio_vs_sequential"] = round(proc["cpu_s"] / seq["cpu_s"], 2)
-            # Load-independent estimate: sequential CPU time over the busiest worker's.
-            proc["speedup_cpu_bound_estimate"] = round(
-                seq["cpu_s"] / max(proc["cpu_s_per_worker"]), 2)
             row["processes"] = proc
             row["processes_bit_identical"] = bool(np.array_equal(p_draws, ref))
         if "jax" in backends:

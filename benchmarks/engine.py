@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 import shardmc
-from shardmc.compile_log import compile_stats
+from shardmc.backends.compile_log import compile_log, diff
 from shardmc.examples import linear_regression_data, linear_regression_known_noise
 
 
@@ -21,19 +21,21 @@ def run(num_points: int, shard_counts: list[int]) -> dict:
     shardmc.enable_x64()
     data = linear_regression_data(num_points, 5, seed=0)
     rows = []
+    log = compile_log()
     for k in shard_counts:
-        before = compile_stats()
+        before = log.snapshot()
         t0 = time.perf_counter()
         post = shardmc.fit(linear_regression_known_noise, data, k, seed=0, num_chains=2)
         wall = time.perf_counter() - t0
-        after = compile_stats()
+        compiled = diff(log.snapshot(), before)
         stats = post.provenance["shard_stats"]
         per_shard = np.array([s["total_time"] for s in stats])
         rows.append({
             "num_shards": k,
             "wall_s": round(wall, 3),
-            "xla_compiles": after.count - before.count,
-            "compile_s": round(after.seconds - before.seconds, 3),
+            "xla_compiles": sum(compiled["compiles"].values()),
+            "xla_compiles_by_function": compiled["compiles"],
+            "compile_s": round(compiled["compile_seconds"], 3),
             "sampling_s_per_shard_median": round(float(np.median(per_shard)), 4),
             "sampling_s_per_shard_max": round(float(per_shard.max()), 4),
             "first_shard_s": round(float(per_shard[0]), 3),

@@ -2,7 +2,7 @@
 
 The constants below were measured on the development machine (2 cores of an Intel Xeon,
 24 GiB, JAX 0.10.2 CPU, float64) with ``benchmarks/memory.py`` and
-``benchmarks/backends.py``; the numbers behind them are in those scripts' docstrings.
+``benchmarks/backends.py``; their output is in ``benchmarks/results/*-2cpu.json``.
 """
 
 from __future__ import annotations
