@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -194,13 +194,3 @@ sample_program_chains = jax.jit(
     lambda program, *args: jax.vmap(partial(sample_chain, program), _CHAIN_AXES_SAMPLE)(*args),
     static_argnums=0,
 )
-
-
-def latent_layout(program: ShardProgram, data: dict, mask: Any, model_kwargs: dict,
-                  init_values: dict) -> dict[str, tuple[int, ...]]:
-    """Unconstrained shape of every latent site, in flattening order (sorted names)."""
-    flat, unravel = _initial_flat_z(
-        program, jax.random.key(0), data, mask, jnp.asarray(1.0), model_kwargs, init_values
-    )
-    tree = unravel(flat)
-    return {name: tuple(jnp.shape(tree[name])) for name in sorted(tree)}
