@@ -127,14 +127,33 @@ def _specs(model, data, layout, model_kwargs, config, plan, probe, seed,
             observed_sites=probe.observed_sites, init_values=init_values)
 
 
+#: ``lookup(index, prior_scale)``: a finished shard result kept from an earlier run, or None.
+ShardLookup = Callable[[int, float], "ShardResult | None"]
+
+
 def _collect(backend, specs, num_shards: int, progress: bool,
-             on_shard_done: Callable[[ShardResult], None] | None) -> list[ShardResult]:
+             on_shard_done: Callable[[ShardResult], None] | None,
+             lookup: ShardLookup | None = None) -> list[ShardResult]:
     results: dict[int, ShardResult] = {}
     with ShardProgress(num_shards, enabled=progress) as tracker:
+        pending, scales = [], {}
+        for spec in specs:
+            scales[spec.index] = spec.prior_scale
+            kept = lookup(spec.index, spec.prior_scale) if lookup is not None else None
+            if kept is None:
+                pending.append(spec)
+            else:
+                results[kept.index] = kept
+                tracker.on_result(kept)
+        if len(pending) < num_shards:
+            log.info("%d of %d shards kept from the run store; running %d",
+                     num_shards - len(pending), num_shards, len(pending))
         events = getattr(backend.capabilities, "reports_events", False)
-        stream = (backend.map(run_shard, specs, on_event=tracker.on_event) if events
-                  else backend.map(run_shard, specs))
+        stream = (() if not pending else
+                  backend.map(run_shard, pending, on_event=tracker.on_event) if events
+                  else backend.map(run_shard, pending))
         for result in stream:
+            result.prior_scale = scales[result.index]
             results[result.index] = result
             tracker.on_result(result)
             if on_shard_done is not None:
@@ -196,6 +215,7 @@ def fit(
     progress: bool = False,
     on_shard_done: Callable[[ShardResult], None] | None = None,
     on_shard_failure: str = "fail",
+    lookup: ShardLookup | None = None,
     **sampler_options: Any,
 ) -> Posterior:
     """Fit ``model(**model_kwargs, **data)`` by Consensus Monte Carlo over ``num_shards``.
@@ -209,7 +229,10 @@ def fit(
     a backend instance (left open). ``on_shard_failure``: "fail" (default) raises
     ShardFailedError naming every shard that failed or diverged after its retries;
     "exclude" re-runs the K' survivors with the prior re-tempered to 1/K' and records the
-    exclusions in the provenance (see :mod:`shardmc.exclusion`). Raises ShardMCInputError
+    exclusions in the provenance (see :mod:`shardmc.exclusion`). ``on_shard_done`` is
+    called with every result as it arrives (a run store persists it); ``lookup(index,
+    prior_scale)`` returns a result kept from an interrupted run, and that shard is not
+    run again (see :mod:`shardmc.store`). Raises ShardMCInputError
     for bad input before any sampling.
     """
     enable_x64()
@@ -241,11 +264,11 @@ def fit(
     try:
         preflight(runner, model, workload)
         specs = _specs(model, data, layout, model_kwargs, config, plan, probe, seed, init_values)
-        results = _collect(runner, specs, num_shards, progress, on_shard_done)
+        results = _collect(runner, specs, num_shards, progress, on_shard_done, lookup)
         results, excluded = apply_failure_policy(results, on_shard_failure, lambda idx, scale: (
             _collect(runner, _specs(model, data, layout, model_kwargs, config, plan, probe,
                                     seed, init_values, idx, scale),
-                     len(idx), progress, on_shard_done)))
+                     len(idx), progress, on_shard_done, lookup)))
     finally:
         if runner is not backend:  # made here from a name: stop its workers
             runner.close()

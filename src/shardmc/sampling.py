@@ -145,6 +145,8 @@ class ShardResult:
     stats: SamplingStats = field(default_factory=SamplingStats)
     num_points: int = 0
     error: str | None = None
+    #: Prior scale (1/K') the shard was sampled at; the engine stamps it as results arrive.
+    prior_scale: float | None = None
 
     @property
     def ok(self) -> bool:
