@@ -3,8 +3,3 @@
 import jax
 
 jax.config.update("jax_enable_x64", True)
-
-
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "browser: renders HTML in headless Chromium (skipped when not installed)")
