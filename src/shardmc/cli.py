@@ -7,6 +7,9 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+from shardmc.errors import ShardFailedError, ShardMCInputError
 
 #: Exit codes: success, run failure, bad input.
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
@@ -26,6 +29,83 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _echo(args: argparse.Namespace):
+    return (lambda _msg: None) if getattr(args, "quiet", False) else print
+
+
+def _progress(args: argparse.Namespace) -> bool | None:
+    return False if getattr(args, "no_progress", False) else None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from shardmc.runs import resume_run, run_config
+
+    if args.resume:
+        if args.out is None:
+            raise ShardMCInputError("--resume: needs --out DIR (the run directory to finish)")
+        resume_run(args.out, progress=_progress(args), echo=_echo(args))
+        out = args.out
+    else:
+        out, _ = run_config(args.config, args.out, overrides=args.overrides, force=args.force,
+                            progress=_progress(args), echo=_echo(args))
+    _echo(args)(f"Done. Results in {Path(out).resolve()}: posterior.nc, summary.json, "
+                "fit.npz, plots/, report.html")
+    return EXIT_OK
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from shardmc.runs import resume_run
+
+    resume_run(args.run_dir, progress=_progress(args), echo=_echo(args))
+    _echo(args)(f"Done. Results in {Path(args.run_dir).resolve()}")
+    return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from shardmc.runreport import write_report
+
+    path = write_report(args.run_dir)
+    print(f"Report: {Path(path).resolve()}")
+    return EXIT_OK
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from shardmc.xpcs.simulate_files import write_synthetic
+
+    paths = write_synthetic(args.out, physics=args.physics, n_angles=args.angles,
+                                n_frames=args.frames, noise=args.noise, seed=args.seed,
+                                num_shards=args.shards)
+    print("Wrote " + ", ".join(str(p) for p in paths)
+          + f"\nNext: shardmc run {paths[-1]} --out <run dir>")
+    return EXIT_OK
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from shardmc.config import template
+
+    text = template(args.template)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        Path(args.out).write_text(text)
+        print(f"Wrote {args.out}")
+    return EXIT_OK
+
+
+def _cmd_cluster_script(args: argparse.Namespace) -> int:
+    from shardmc.backends.dask_cluster import job_script
+    from shardmc.config import backend_options, load_config
+
+    cfg = load_config(args.config, args.overrides)
+    sys.stdout.write(job_script(backend_options(cfg.backend)).rstrip("\n") + "\n")
+    return EXIT_OK
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shardmc", description="Consensus Monte Carlo for large-data Bayesian inference.")
@@ -40,16 +120,67 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--backend", default="sequential", help="backend (default sequential)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     demo.set_defaults(handler=_cmd_demo)
+
+    run = sub.add_parser("run", help="fit the data of a YAML config into a run directory")
+    run.add_argument("config", help="YAML config (see `shardmc config --template`)")
+    run.add_argument("--set", dest="overrides", action="append", default=[],
+                     metavar="KEY=VALUE", help="override a config key (repeatable), e.g. "
+                     "--set sampling.num_chains=2 --set backend.name=processes")
+    run.add_argument("--out", default=None,
+                     help="run directory (default: runs/<config name>-<timestamp>)")
+    mode = run.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true",
+                      help="finish the interrupted run in --out (same as `shardmc resume`)")
+    mode.add_argument("--force", action="store_true",
+                      help="overwrite the run files in a non-empty --out")
+    _add_common(run)
+    run.set_defaults(handler=_cmd_run)
+
+    resume = sub.add_parser("resume", help="finish an interrupted run (only missing shards)")
+    resume.add_argument("run_dir", help="run directory of the interrupted run")
+    _add_common(resume)
+    resume.set_defaults(handler=_cmd_resume)
+
+    report = sub.add_parser("report", help="write report.html and plots of a finished run")
+    report.add_argument("run_dir", help="run directory")
+    report.set_defaults(handler=_cmd_report)
+
+    sim = sub.add_parser("simulate", help="write a synthetic APS-U HDF5 file and a config")
+    sim.add_argument("--out", required=True, help="folder for data.h5, truth and config.yaml")
+    sim.add_argument("--physics", default="static",
+                     choices=("static", "laminar_flow", "two_component"))
+    sim.add_argument("--angles", type=int, default=3, help="number of angles (default 3)")
+    sim.add_argument("--frames", type=int, default=60, help="frames per matrix (default 60)")
+    sim.add_argument("--noise", type=float, default=None, help="noise sd of c2 (default: "
+                     "the simulator's)")
+    sim.add_argument("--shards", type=int, default=4, help="num_shards in the config")
+    sim.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sim.set_defaults(handler=_cmd_simulate)
+
+    cfg = sub.add_parser("config", help="print (or write) a commented config template")
+    cfg.add_argument("--template", default="laminar_flow",
+                     choices=("static", "laminar_flow", "two_component"))
+    cfg.add_argument("--out", default=None, help="write to this file instead of stdout")
+    cfg.set_defaults(handler=_cmd_config)
+
+    script = sub.add_parser("cluster-script",
+                            help="print the PBS/SLURM job script a dask backend would submit")
+    script.add_argument("--config", required=True, help="YAML config with a dask backend")
+    script.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config key (repeatable)")
+    script.set_defaults(handler=_cmd_cluster_script)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``shardmc`` command."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # the console; run.log gets INFO regardless
+        handler.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    if args.verbose:
+        logging.getLogger("shardmc").setLevel(logging.INFO)
     _bootstrap_jax()
-    from shardmc.errors import ShardFailedError, ShardMCInputError
 
     try:
         return args.handler(args)
@@ -65,6 +196,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("shardmc: interrupted", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"shardmc: run failed: {type(exc).__name__}: {exc}\n"
+              "(run again with --debug for the traceback)", file=sys.stderr)
         return EXIT_FAILURE
 
 

@@ -254,6 +254,15 @@ class RunStore:
         result = self.read_shard(index, round(1.0 / prior_scale))
         return result if result is not None and result.status in KEPT_STATUSES else None
 
+    def verify_shards(self) -> int:
+        """Read back every shard file (raises ShardMCInputError naming a corrupted one);
+        returns how many there are. Resume calls this before any work."""
+        paths = sorted(self.shard_dir.glob("shard-*-of-*.npz"))
+        for path in paths:
+            index, of = (int(x) for x in path.stem.removeprefix("shard-").split("-of-"))
+            self.read_shard(index, of)
+        return len(paths)
+
     def finished_shards(self) -> list[str]:
         return sorted(p.name for p in self.shard_dir.glob("shard-*.npz"))
 

@@ -18,6 +18,7 @@ fitted). Every error names the HDF5 dataset path at fault.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -85,10 +86,18 @@ def _matrix_names(f: h5py.File, group: str, path: Path) -> list[str]:
     return [f"{group}/{k}" for k in sorted(obj.keys())]
 
 
+def _open_hdf5(path: Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise _fail(path, f"cannot read as HDF5 ({exc}); expected an APS-U or APS-old "
+                          "HDF5 file") from None
+
+
 def detect_format(path: str | Path) -> str:
     """"aps_u" or "aps_old" from the datasets present; ShardMCInputError otherwise."""
     path = Path(path)
-    with h5py.File(path, "r") as f:
+    with _open_hdf5(path) as f:
         if APS_U_Q in f and APS_U_MAPS in f:
             return "aps_u"
         if APS_OLD_Q in f and APS_OLD_MAPS in f:
@@ -220,7 +229,7 @@ def load_hdf5(
     if layout not in FORMATS:
         raise ShardMCInputError(f"layout: expected 'auto' or one of {FORMATS}, found {layout!r}")
     q_path, phi_path = (APS_U_Q, APS_U_PHI) if layout == "aps_u" else (APS_OLD_Q, APS_OLD_PHI)
-    with h5py.File(path, "r") as f:
+    with _open_hdf5(path) as f:
         bins = _bins_aps_u(f, path) if layout == "aps_u" else _bins_aps_old(f, path)
         bins = _select_q(bins, float(q), q_tolerance, q_path, path)
         bins = _select_phi(bins, phi, phi_tolerance, phi_path, path)
@@ -289,10 +298,26 @@ def load_npz(path: str | Path) -> XPCSData:
     path = Path(path)
     if not path.exists():
         raise ShardMCInputError(f"{path}: file not found")
-    with np.load(path, allow_pickle=False) as z:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise _fail(path, f"cannot read as NPZ ({exc}); expected an archive written by "
+                          "save_npz") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise _fail(path, "holds a single array, not an NPZ archive of named arrays; "
+                          f"expected keys {list(NPZ_KEYS)}")
+    with archive as z:
         missing = [k for k in NPZ_KEYS if k not in z.files]
         if missing:
             raise _fail(path, f"NPZ key(s) {missing} missing; expected {list(NPZ_KEYS)}")
         sigma = z["sigma"] if "sigma" in z.files else None
-        return XPCSData(c2=z["c2"], t=z["t"], q=float(z["q"]), phi=z["phi"], dt=float(z["dt"]),
-                        sigma=sigma, gap=float(z["gap"]))
+        q, dt, gap = (_npz_scalar(z, key, path) for key in ("q", "dt", "gap"))
+        return XPCSData(c2=z["c2"], t=z["t"], q=q, phi=z["phi"], dt=dt, sigma=sigma, gap=gap)
+
+
+def _npz_scalar(z: Any, key: str, path: Path) -> float:
+    value = np.asarray(z[key])
+    if value.size != 1 or value.dtype.kind not in "iuf":
+        raise _fail(path, f"NPZ key '{key}' holds shape {value.shape}, dtype {value.dtype}; "
+                          "expected one number")
+    return float(value.reshape(()))

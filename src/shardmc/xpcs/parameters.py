@@ -131,19 +131,20 @@ def validate_prior(spec: PriorSpec) -> PriorSpec:
     """Check kind, bounds and loc/scale of a prior; raise ShardMCInputError naming it."""
     where = f"priors[{spec.name!r}]"
     if spec.kind not in PRIOR_KINDS:
-        raise ShardMCInputError(f"{where}: kind expected one of {PRIOR_KINDS}, found {spec.kind!r}")
+        raise ShardMCInputError(f"{where}: expected kind one of {PRIOR_KINDS}, found {spec.kind!r}")
     if not (math.isfinite(spec.lower) and math.isfinite(spec.upper) and spec.lower < spec.upper):
         raise ShardMCInputError(f"{where}: expected finite lower < upper, found "
                                 f"[{spec.lower}, {spec.upper}]")
     if spec.kind in LOG_PRIOR_KINDS and spec.lower <= 0:
-        raise ShardMCInputError(f"{where}: kind {spec.kind!r} needs lower > 0, found {spec.lower}")
+        raise ShardMCInputError(f"{where}: expected lower > 0 for kind {spec.kind!r}, found "
+                                f"{spec.lower}")
     if spec.kind in ("truncated_normal", "log_normal"):
         if spec.loc is None or spec.scale is None or not spec.scale > 0:
-            raise ShardMCInputError(f"{where}: kind {spec.kind!r} needs loc and scale > 0, "
-                                    f"found loc={spec.loc}, scale={spec.scale}")
+            raise ShardMCInputError(f"{where}: expected loc and scale > 0 for kind "
+                                    f"{spec.kind!r}, found loc={spec.loc}, scale={spec.scale}")
         if not spec.lower <= spec.loc <= spec.upper:
-            raise ShardMCInputError(f"{where}: loc {spec.loc} lies outside the bounds "
-                                    f"[{spec.lower}, {spec.upper}]")
+            raise ShardMCInputError(f"{where}: expected loc within [{spec.lower}, "
+                                    f"{spec.upper}], found loc={spec.loc}, outside the bounds")
     return spec
 
 

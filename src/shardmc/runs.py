@@ -1,0 +1,247 @@
+"""A fit from a config file into a run directory, and resuming one (``shardmc run/resume``).
+
+``run_config`` validates the config and data, writes the resolved config and the
+manifest, computes (or, on resume, reloads) the warm start, and fits with the run store
+plugged in: every shard is on disk as soon as it finishes, and a resumed run samples
+only the shards without a file. The combined posterior, ``summary.json``, ``fit.npz``,
+the plots and ``report.html`` follow. A resumed run's posterior is bit-identical to an
+uninterrupted one: same config, data, seed and warm start give the same shard draws,
+and stored draws round-trip exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shardmc.errors import ShardMCInputError
+from shardmc.store import (
+    CONFIG_FILE,
+    FIT_FILE,
+    LOG_FILE,
+    POSTERIOR_FILE,
+    SUMMARY_FILE,
+    WARM_START_FILE,
+    RunStore,
+    write_json,
+    write_text,
+)
+
+log = logging.getLogger(__name__)
+
+#: Central interval reported in summary.json and the report.
+SUMMARY_INTERVAL = 0.9
+#: Suffix of the truth file ``shardmc simulate`` writes beside a synthetic data file.
+TRUTH_SUFFIX = ".truth.json"
+#: Format of the log file in the run directory.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@contextmanager
+def run_log(path: Path):
+    """Send the ``shardmc`` loggers' INFO records to ``path`` while the block runs."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setLevel(logging.INFO)
+    logger = logging.getLogger("shardmc")
+    old_level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        handler.close()
+
+
+def truth_path(data_file: str | Path) -> Path:
+    """Where ``shardmc simulate`` keeps the true parameters of ``data_file``."""
+    data_file = Path(data_file)
+    return data_file.with_name(data_file.stem + TRUTH_SUFFIX)
+
+
+def _versions() -> dict[str, str]:
+    from shardmc.engine import _versions as engine_versions
+
+    return engine_versions()
+
+
+def _warm_start_values(store: RunStore, inputs: Any, seed: int, enabled: bool,
+                       echo: Callable[[str], None]) -> dict[str, Any]:
+    """Initial values: reloaded from the run directory, else computed and stored there."""
+    path = store.path / WARM_START_FILE
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        return {k: np.asarray(v, dtype=np.float64) for k, v in stored["init_values"].items()}
+    if not enabled:
+        write_json(path, {"init_values": {}})
+        return {}
+    from shardmc.xpcs import warm_start
+
+    t0 = time.perf_counter()
+    start = warm_start(inputs.model, inputs.data, seed=seed)
+    echo(f"Least-squares warm start: {start.nfev} evaluations, cost {start.cost:.4g} "
+         f"({time.perf_counter() - t0:.1f} s).")
+    values = {k: np.asarray(v, dtype=np.float64) for k, v in start.init_values.items()}
+    write_json(path, {"init_values": values, "cost": float(start.cost), "nfev": start.nfev})
+    return values
+
+
+def _summary_rows(samples: dict[str, np.ndarray], names: Sequence[str],
+                  truth: dict[str, float]) -> list[dict[str, Any]]:
+    lo, hi = (1 - SUMMARY_INTERVAL) / 2, 1 - (1 - SUMMARY_INTERVAL) / 2
+    rows = []
+    for name in names:
+        x = np.asarray(samples[name])
+        if x.ndim != 1:
+            continue
+        a, b = np.quantile(x, [lo, hi])
+        t = truth.get(name)
+        rows.append({"parameter": name, "mean": float(x.mean()), "sd": float(x.std(ddof=1)),
+                     "lower": float(a), "upper": float(b),
+                     "truth": None if t is None else float(t),
+                     "covered": None if t is None else bool(a <= t <= b)})
+    return rows
+
+
+def _diagnosis_lines(post: Any) -> list[str]:
+    """Posterior.diagnose()'s findings, one line each (a problem diagnosing is reported,
+    never allowed to lose a finished run)."""
+    try:
+        return list(post.diagnose().messages())
+    except Exception as exc:
+        return [f"diagnosis unavailable: {type(exc).__name__}: {exc}"]
+
+
+def write_results(store: RunStore, inputs: Any, data_file: Path, post: Any,
+                  seconds: float) -> dict[str, Any]:
+    """posterior.nc, fit.npz and summary.json of a finished fit."""
+    from shardmc.xpcs import fitted_c2
+
+    post.save(store.path / POSTERIOR_FILE)
+    medians = {k: np.median(v, axis=0) for k, v in post.samples.items()}
+    fitted = np.asarray(fitted_c2(inputs.model, medians, inputs.data))
+    data = inputs.data
+    arrays = {"c2": np.asarray(data.c2), "fitted": fitted, "residual": data.c2 - fitted,
+              "t": np.asarray(data.t), "phi": np.asarray(data.phi),
+              "q": np.float64(data.q)}
+    from shardmc.store import atomic_write
+
+    atomic_write(store.path / FIT_FILE, lambda f: np.savez(f, **arrays))
+    truth_file = truth_path(data_file)
+    truth = json.loads(truth_file.read_text()) if truth_file.is_file() else {}
+    if truth:
+        write_json(store.path / "truth.json", truth)
+    summary = {
+        "physics": inputs.model.physics, "num_points": int(inputs.points["c2"].shape[0]),
+        "num_shards": int(post.num_shards), "seconds": round(seconds, 1),
+        "interval": SUMMARY_INTERVAL,
+        "parameters": _summary_rows(post.samples, inputs.model.parameter_names, truth),
+        "warnings": list(post.warnings()), "diagnosis": _diagnosis_lines(post),
+    }
+    write_json(store.path / SUMMARY_FILE, summary)
+    return summary
+
+
+def _manifest(inputs: Any, data_file: Path, hashes: dict[str, str]) -> dict[str, Any]:
+    import shardmc
+
+    fk = inputs.fit_kwargs
+    return {"shardmc_version": shardmc.__version__, "versions": _versions(),
+            "state": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "seed": fk.get("seed", 0), "num_shards": fk.get("num_shards"),
+            "num_points": int(inputs.points["c2"].shape[0]),
+            "data_file": str(data_file), **hashes, "shards": []}
+
+
+def _check_unchanged(store: RunStore, hashes: dict[str, str]) -> None:
+    manifest = store.read_manifest()
+    for key, what in (("config_hash", "config"), ("data_hash", "data file")):
+        if manifest.get(key) != hashes[key]:
+            raise ShardMCInputError(
+                f"resume {store.path}: the {what} changed since the run started "
+                f"({key} {str(manifest.get(key))[:12]}… → {hashes[key][:12]}…); "
+                "start a new run instead (shardmc run CONFIG --out NEW_DIR)")
+
+
+def execute(cfg: Any, store: RunStore, *, resume: bool, progress: bool | None = None,
+            echo: Callable[[str], None] = print, report: bool = True) -> dict[str, Any]:
+    """Fit ``cfg`` into ``store`` (a new run, or a resumed one); returns the summary."""
+    import shardmc
+    from shardmc import config as C
+
+    t0 = time.perf_counter()
+    inputs = C.build_run(cfg)
+    data_file = Path(cfg.data.file)
+    hashes = {"config_hash": C.config_hash(cfg), "data_hash": C.data_hash(data_file)}
+    if resume:
+        _check_unchanged(store, hashes)
+        echo(f"Resuming {store.path}: {store.verify_shards()} shard file(s) on disk.")
+    else:
+        write_text(store.path / CONFIG_FILE, C.resolved_yaml(cfg))
+        store.write_manifest(_manifest(inputs, data_file, hashes))
+    fit_kwargs = dict(inputs.fit_kwargs)
+    if progress is not None:
+        fit_kwargs["progress"] = progress
+    with run_log(store.path / LOG_FILE):
+        n = int(inputs.points["c2"].shape[0])
+        echo(f"{inputs.model.physics}: {inputs.data.n_phi} angle(s) x {inputs.data.n_t} "
+             f"frames = {n} points; {fit_kwargs.get('num_shards')} shards.")
+        init = _warm_start_values(store, inputs, inputs.seed, inputs.warm_start, echo)
+        if init:
+            fit_kwargs.setdefault("init_strategy", "value")
+            fit_kwargs["init_values"] = init
+        try:
+            post = shardmc.fit(inputs.model, inputs.points, model_kwargs=inputs.model_kwargs,
+                               on_shard_done=store.write_shard, lookup=store.lookup,
+                               **fit_kwargs)
+        except Exception:
+            store.update_manifest(state="failed")
+            raise
+        summary = write_results(store, inputs, data_file, post, time.perf_counter() - t0)
+        store.update_manifest(state="finished",
+                              finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                              seconds=summary["seconds"])
+        if report:
+            from shardmc.runreport import write_report
+
+            write_report(store.path)
+    return summary
+
+
+def run_config(config_path: str | Path, out: str | Path | None = None, *,
+               overrides: Sequence[str] = (), force: bool = False,
+               progress: bool | None = None,
+               echo: Callable[[str], None] = print) -> tuple[Path, dict[str, Any]]:
+    """``shardmc run``: a new run directory (``out``; default runs/<config>-<time>)."""
+    from shardmc import config as C
+
+    cfg = C.load_config(config_path, overrides)
+    if out is None:
+        out = Path("runs") / f"{Path(config_path).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    C.build_run(cfg)  # every data check before the run directory is touched
+    store = RunStore.create(out, force=force)
+    summary = execute(cfg, store, resume=False, progress=progress, echo=echo)
+    return store.path, summary
+
+
+def resume_run(run_dir: str | Path, *, progress: bool | None = None,
+               echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """``shardmc resume DIR``: finish an interrupted run with the config stored in it."""
+    from shardmc import config as C
+
+    store = RunStore.open(run_dir)
+    config_file = store.path / CONFIG_FILE
+    if not config_file.is_file():
+        raise ShardMCInputError(f"resume {store.path}: no {CONFIG_FILE} in the run directory")
+    cfg = C.load_config(config_file)
+    return execute(cfg, store, resume=True, progress=progress, echo=echo)
