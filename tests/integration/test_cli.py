@@ -16,3 +16,28 @@ def test_entry_point_help_runs():
     out = subprocess.run([sys.executable, "-m", "shardmc.cli", "demo", "--help"],
                          capture_output=True, text=True, check=True)
     assert "laminar-flow" in out.stdout or "--shards" in out.stdout
+
+
+def test_config_template_is_written_and_loads_once_pointed_at_data(tmp_path, capsys):
+    import yaml
+
+    from shardmc.config import load_config
+    from shardmc.xpcs import simulate, write_aps_u
+
+    out = tmp_path / "cfg.yaml"
+    assert main(["config", "--template", "static", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.lstrip().startswith("#") and "physics: static" in text
+    write_aps_u(tmp_path / "data.h5", simulate("static", n_angles=2, n_t=12, seed=0)[0])
+    cfg = yaml.safe_load(text)
+    cfg["data"]["file"] = "data.h5"
+    out.write_text(yaml.safe_dump(cfg))
+    assert load_config(out).model.physics == "static"
+
+
+def test_unknown_config_key_is_exit_code_2_naming_the_key(tmp_path, capsys):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("data: {file: missing.h5}\nmodel: {physics: static, per_angle: auto}\n")
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out")]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "model.per_angle" in err and "Traceback" not in err
