@@ -30,9 +30,15 @@ def _jax_backend(**options: Any) -> Backend:
     return JaxBackend(**options)
 
 
+def _dask_backend(**options: Any) -> Backend:
+    from shardmc.backends.dask_cluster import DaskBackend  # imports dask.distributed
+
+    return DaskBackend(**options)
+
+
 #: Backend names and their factories.
 BACKENDS: dict[str, Any] = {"sequential": SequentialBackend, "processes": ProcessesBackend,
-                            "jax": _jax_backend}
+                            "jax": _jax_backend, "dask": _dask_backend}
 
 
 def choose_backend(workload: Workload | None) -> str:
