@@ -186,7 +186,12 @@ def combine_results(results: list[ShardResult], layout: P.ParamLayout, method: s
                     space: str, seed: int, options: dict[str, Any]):
     """Combine the shards' draws in ``space``; returns (named constrained, unconstrained, info)."""
     stacked = np.stack([r.draws.reshape(-1, r.draws.shape[-1]) for r in results])
-    if space == "unconstrained":
+    if callable(method):  # a model-aware combiner, e.g. shardmc.xpcs.rate_space_combiner
+        if space != "unconstrained":
+            raise ShardMCInputError("space: a combiner function works in 'unconstrained' "
+                                    f"space, found {space!r}")
+        draws, info = method(stacked, coords=layout.coordinate_names(), seed=seed, **options)
+        return P.constrain(layout, draws), draws, info
         res = combine(stacked, method, seed=seed, **options)
         return P.constrain(layout, res.draws), res.draws, res.info
     constrained = np.stack([P.flatten_constrained(layout, P.constrain(layout, d))
@@ -224,10 +229,13 @@ def fit(
     shard unchanged. Each shard samples prior^(1/K) x likelihood(shard) with NUTS
     (``config`` / keyword sampler options, see :class:`SamplerConfig`); the draws are
     combined with ``method`` in ``space`` and deterministic sites are recomputed from the
-    untempered model. Runs in float64. ``backend``: a name (built with
-    ``backend_options`` and closed after the run, see :func:`shardmc.select_backend`) or
-    a backend instance (left open). ``on_shard_failure``: "fail" (default) raises
-    ShardFailedError naming every shard that failed or diverged after its retries;
+    untempered model (``method`` may also be a function ``(draws (K, S, d), *, coords,
+    seed, **combine_options) -> (draws (S', d), info dict)`` in unconstrained space, as
+    :func:`shardmc.xpcs.rate_space_combiner` makes). Runs in float64. ``backend``: a
+    name (built with ``backend_options`` and closed after the run, see
+    :func:`shardmc.select_backend`) or a backend instance (left open).
+    ``on_shard_failure``: "fail" (default) raises ShardFailedError naming every shard
+    that failed or diverged after its retries;
     "exclude" re-runs the K' survivors with the prior re-tempered to 1/K' and records the
     exclusions in the provenance (see :mod:`shardmc.exclusion`). ``on_shard_done`` is
     called with every result as it arrives (a run store persists it); ``lookup(index,
@@ -238,7 +246,8 @@ def fit(
     enable_x64()
     data, n = validate_data(data)
     num_shards = validate_num_shards(num_shards, n)
-    check_options(method, dict(combine_options or {}))
+    if not callable(method):
+        check_options(method, dict(combine_options or {}))
     validate_space(space)
     validate_policy(on_shard_failure)
     config = _config(config, sampler_options)
@@ -283,7 +292,8 @@ def fit(
                              config.max_tree_depth)
     provenance = {
         "seed": seed, "num_shards": num_shards, "num_points": n, "sharding": sharding,
-        "shard_sizes": layout.sizes.tolist(), "method": method, "space": space,
+        "shard_sizes": layout.sizes.tolist(), "space": space,
+        "method": method if isinstance(method, str) else getattr(method, "__name__", "custom"),
         "combine_info": info, "sampler": dataclasses.asdict(config),
         "plan": dataclasses.asdict(plan), "backend": runner.capabilities.name,
         "shard_stats": [r.stats.to_dict() for r in results],

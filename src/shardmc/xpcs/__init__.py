@@ -62,6 +62,7 @@ from shardmc.xpcs.physics import (
     c2_matrix,
     correlation_term,
 )
+from shardmc.xpcs.rates import rate_space_combiner, rate_space_consensus
 from shardmc.xpcs.synthetic import DEFAULT_TRUTH, simulate
 from shardmc.xpcs.warmstart import WarmStart, laplace_covariance, warm_start
 
@@ -98,6 +99,8 @@ __all__ = [
     "model_kwargs",
     "pool",
     "prepare",
+    "rate_space_combiner",
+    "rate_space_consensus",
     "reconstruct_half",
     "resolve_priors",
     "save_npz",
