@@ -222,8 +222,9 @@ CONFIG_CASES = [
     Case("bad_dask_option_value", config({"backend": {"name": "dask", "cluster": "sge"}}),
          r"backend\.cluster: expected one of 'local', 'pbs', 'slurm', found 'sge'"),
     Case("unknown_combine_method", config({"combine": {"method": "median"}}),
-         r"combine\.method: expected one of 'consensus', .*found 'median'"),
-    Case("unknown_combine_option", config({"combine": {"options": {"shrink": 0.1}}}),
+         r"combine\.method: expected one of 'rate_space_consensus', 'consensus', .*found 'median'"),
+    Case("unknown_combine_option",
+         config({"combine": {"method": "consensus", "options": {"shrink": 0.1}}}),
          r"combine\.options\.shrink: expected an option of method 'consensus' "
          r"\(one of .*shrinkage"),
     Case("value_init_without_warm_start", config({"sampling": {"warm_start": False,

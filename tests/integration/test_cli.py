@@ -41,3 +41,28 @@ def test_unknown_config_key_is_exit_code_2_naming_the_key(tmp_path, capsys):
     assert main(["run", str(cfg), "--out", str(tmp_path / "out")]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert "model.per_angle" in err and "Traceback" not in err
+
+
+def test_cluster_script_prints_the_pbs_job_script(tmp_path, capsys):
+    from shardmc.xpcs import simulate, write_aps_u
+
+    write_aps_u(tmp_path / "data.h5", simulate("static", n_angles=2, n_t=12, seed=0)[0])
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        "data: {file: data.h5}\nmodel: {physics: static}\n"
+        "backend: {name: dask, cluster: pbs, queue: debug, account: XPCS, "
+        "walltime: '00:45:00', cores: 32, memory: 256GB, interface: lo}\n")
+    assert main(["cluster-script", "--config", str(cfg), "--set", "backend.jobs=4"]) == 0
+    script = capsys.readouterr().out
+    assert script.startswith("#!") and "#PBS -q debug" in script and "#PBS -A XPCS" in script
+    assert "walltime=00:45:00" in script
+
+
+def test_cluster_script_needs_a_batch_cluster(tmp_path, capsys):
+    from shardmc.xpcs import simulate, write_aps_u
+
+    write_aps_u(tmp_path / "data.h5", simulate("static", n_angles=2, n_t=12, seed=0)[0])
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("data: {file: data.h5}\nmodel: {physics: static}\nbackend: {name: dask}\n")
+    assert main(["cluster-script", "--config", str(cfg)]) == EXIT_BAD_INPUT
+    assert "pbs" in capsys.readouterr().err

@@ -70,7 +70,7 @@ def test_defaults_follow_the_xpcs_demo(h5):
     s = cfg.sampling
     assert s.warm_start and s.init_strategy == "value" and s.adapt_mass_matrix is False
     assert s.init_mass == "hessian" and s.num_warmup == XPCS_SAMPLER_DEFAULTS["num_warmup"]
-    assert (cfg.combine.method, cfg.combine.space) == ("consensus", "unconstrained")
+    assert (cfg.combine.method, cfg.combine.space) == ("rate_space_consensus", "unconstrained")
     assert cfg.backend.name == "sequential"
     assert (cfg.run.seed, cfg.run.on_shard_failure, cfg.run.progress) == (0, "fail", True)
 
@@ -181,7 +181,8 @@ def test_data_hash_is_the_sha256_of_the_file(tmp_path):
 def test_overrides_set_values_parsed_as_yaml(tmp_path, h5):
     path = write(tmp_path, minimal(h5))
     cfg = load_config(path, ["sampling.num_chains=2", "backend.name=processes",
-                             "data.phi=[0, 120]", "combine.options.shrinkage=none",
+                             "data.phi=[0, 120]", "combine.method=consensus",
+                             "combine.options.shrinkage=none",
                              "data.end_frame=", "run.progress=false"])
     assert cfg.sampling.num_chains == 2 and cfg.backend.name == "processes"
     assert cfg.data.phi == [0.0, 120.0] and cfg.combine.options == {"shrinkage": "none"}
@@ -244,12 +245,13 @@ def test_template_lists_the_parameters_and_refuses_unknown_physics():
     ({"backend": {"name": "dask", "adaptive": {"minimum_jobs": 1}}},
      "backend.adaptive.maximum_jobs: required key missing"),
     ({"backend": {"workers": 2}}, "backend.workers: unknown key (allowed: name)"),
-    ({"combine": {"options": {"seed": 1}}}, "combine.options.seed: expected an option of "
-     "method 'consensus' (one of diagonal, shard_weights, shrinkage), found 'seed'"),
+    ({"combine": {"method": "consensus", "options": {"seed": 1}}},
+     "combine.options.seed: expected an option of method 'consensus' (one of diagonal, "
+     "shard_weights, shrinkage), found 'seed'"),
     ({"combine": {"method": "gaussian", "options": {"seed": 1}}},
      "combine.options.seed: expected no 'seed' option (the run's seed, run.seed, is used), "
      "found 1"),
-    ({"combine": {"options": {"shard_weights": [1, 2]}}},
+    ({"combine": {"method": "consensus", "options": {"shard_weights": [1, 2]}}},
      "combine.options.shard_weights: expected 8 weights (one per shard, "
      "sharding.num_shards), found 2"),
 ])
@@ -294,7 +296,8 @@ def test_config_from_dict_refuses_a_non_mapping():
 def test_build_run_returns_what_fit_needs(tmp_path, h5, sim):
     cfg = config_from_dict({**minimal(h5), "sharding": {"num_shards": 3},
                             "backend": {"name": "processes", "workers": 1},
-                            "combine": {"options": {"shrinkage": "none"}},
+                            "combine": {"method": "consensus",
+                                        "options": {"shrinkage": "none"}},
                             "model": {"physics": "static", "priors": {"alpha": [-1, 1]}}})
     inputs = build_run(cfg)
     kw = inputs.fit_kwargs
@@ -305,7 +308,10 @@ def test_build_run_returns_what_fit_needs(tmp_path, h5, sim):
     assert (kw["num_shards"], kw["sharding"], kw["seed"]) == (3, "stratified", 0)
     assert kw["backend"] == "processes" and kw["backend_options"]["workers"] == 1
     assert kw["backend_options"]["shard_timeout"] == 3600.0
-    assert kw["combine_options"] == {"shrinkage": "none"}
+    assert kw["combine_options"] == {"shrinkage": "none"} and kw["method"] == "consensus"
+    default = build_run(config_from_dict(minimal(h5))).fit_kwargs
+    assert callable(default["method"]) and default["combine_options"] == {}
+    assert default["method"].__name__ == "rate_space_consensus"
     assert isinstance(kw["config"], SamplerConfig) and kw["config"].init_strategy == "value"
     assert inputs.warm_start is True
     params = inspect.signature(fit).parameters

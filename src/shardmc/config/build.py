@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from shardmc.config.backends import backend_options
-from shardmc.config.schema import DataConfig, RunConfig
+from shardmc.config.schema import RATE_SPACE_METHOD, DataConfig, RunConfig
 from shardmc.errors import ShardMCInputError
 
 #: Bytes read per step when hashing a data file.
@@ -138,7 +138,7 @@ def fit_kwargs(cfg: RunConfig, points: dict[str, np.ndarray]) -> dict[str, Any]:
         "seed": cfg.run.seed,
         "sharding": cfg.sharding.method,
         "strata": points["phi_idx"] if stratified else None,
-        "method": cfg.combine.method,
+        "method": cfg.combine.method,  # RATE_SPACE_METHOD: made a function in build_run
         "space": cfg.combine.space,
         "combine_options": dict(cfg.combine.options),
         "backend": cfg.backend.name,
@@ -161,6 +161,13 @@ def build_run(cfg: RunConfig) -> RunInputs:
                              priors=m.prior_overrides(), noise=m.noise,
                              shear_convention=m.shear_convention)
     points, kwargs = prepare(model, data)
+    kwargs_fit = fit_kwargs(cfg, points)
+    if cfg.combine.method == RATE_SPACE_METHOD:
+        from shardmc.xpcs import rate_space_combiner
+
+        kwargs_fit["method"] = rate_space_combiner(model, data.t,
+                                                   **kwargs_fit.pop("combine_options"))
+        kwargs_fit["combine_options"] = {}
     return RunInputs(config=cfg, data=data, model=model, points=points, model_kwargs=kwargs,
-                     fit_kwargs=fit_kwargs(cfg, points), warm_start=cfg.sampling.warm_start,
+                     fit_kwargs=kwargs_fit, warm_start=cfg.sampling.warm_start,
                      seed=cfg.run.seed)
