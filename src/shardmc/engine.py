@@ -192,6 +192,7 @@ def combine_results(results: list[ShardResult], layout: P.ParamLayout, method: s
                                     f"space, found {space!r}")
         draws, info = method(stacked, coords=layout.coordinate_names(), seed=seed, **options)
         return P.constrain(layout, draws), draws, info
+    if space == "unconstrained":
         res = combine(stacked, method, seed=seed, **options)
         return P.constrain(layout, res.draws), res.draws, res.info
     constrained = np.stack([P.flatten_constrained(layout, P.constrain(layout, d))
