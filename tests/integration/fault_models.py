@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from shardmc import examples
-from shardmc.sampling import ShardResult
+from shardmc.sampling import SamplerConfig, SamplingPlan, ShardResult, ShardSpec, shard_key
 
 #: Folder where kill-once markers live (set in the workers' environment).
 FAULT_DIR_ENV = "SHARDMC_TEST_FAULT_DIR"
@@ -101,3 +101,16 @@ def _thread_affinities() -> list:
         return [sorted(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")]
     except OSError:
         return []
+
+
+def regression_specs(num_shards: int = 3) -> list[ShardSpec]:
+    """Specs of ``num_shards`` small regression shards (100 points, 90 + k unmasked) for
+    driving a backend's ``map`` directly."""
+    data = examples.linear_regression_data(100 * num_shards, 2, seed=3)
+    plan = SamplingPlan(100, 100, 1, 100, 2, False)
+    return [ShardSpec(index=k, model=examples.linear_regression_known_noise,
+                      data={n: a[k * 100:(k + 1) * 100] for n, a in data.items()},
+                      mask=np.arange(100) < 90 + k, model_kwargs={}, prior_scale=1 / num_shards,
+                      seed_key=shard_key(0, k), config=SamplerConfig(), plan=plan,
+                      observed_sites=frozenset({"y"}))
+            for k in range(num_shards)]

@@ -17,7 +17,6 @@ import shardmc
 from shardmc import examples
 from shardmc.backends.dask_cluster import DaskBackend
 from shardmc.errors import ShardFailedError
-from shardmc.sampling import SamplerConfig, SamplingPlan, ShardSpec, shard_key
 
 #: 2 shards of 40 000 points: big enough that XLA splits reductions over threads, which
 #: is where a worker's thread setup could change the last bits.
@@ -117,20 +116,9 @@ def test_model_error_in_one_shard_reaches_the_user(backend):
     assert backend.last_run["retries"] == 0  # model errors are not rerun by dask
 
 
-def _specs(num_shards: int) -> list[ShardSpec]:
-    data = examples.linear_regression_data(100 * num_shards, 2, seed=3)
-    plan = SamplingPlan(100, 100, 1, 100, 2, False)
-    return [ShardSpec(index=k, model=examples.linear_regression_known_noise,
-                      data={n: a[k * 100:(k + 1) * 100] for n, a in data.items()},
-                      mask=np.arange(100) < 90 + k, model_kwargs={}, prior_scale=1 / num_shards,
-                      seed_key=shard_key(0, k), config=SamplerConfig(), plan=plan,
-                      observed_sites=frozenset({"y"}))
-            for k in range(num_shards)]
-
-
 def test_hanging_shard_times_out_and_the_others_arrive(monkeypatch):
     monkeypatch.setenv(fault_models.FAULT_INDEX_ENV, "1")  # inherited by the new worker
-    specs = _specs(3)
+    specs = fault_models.regression_specs(3)
     with DaskBackend(workers=1, max_retries=0, shard_timeout=3.0) as backend:
         results = {r.index: r for r in backend.map(fault_models.hang_or_checksum, specs)}
         assert backend.last_run["timeouts"] == 1
@@ -161,7 +149,7 @@ def test_tls_between_scheduler_and_workers(tmp_path, monkeypatch):
         pytest.skip("openssl not installed")
     monkeypatch.setenv(fault_models.FAULT_INDEX_ENV, "-1")
     files = _tls_files(tmp_path)
-    specs = _specs(2)
+    specs = fault_models.regression_specs(2)
     with DaskBackend(workers=1, security=files) as backend:
         results = list(backend.map(fault_models.hang_or_checksum, specs))
         assert backend.client.scheduler.address.startswith("tls://127.0.0.1:")

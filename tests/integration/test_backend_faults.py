@@ -10,11 +10,9 @@ import numpy as np
 import pytest
 
 import shardmc
-from shardmc import examples
 from shardmc.backends import ProcessesBackend
 from shardmc.errors import ShardFailedError
 from shardmc.progress import RETRY
-from shardmc.sampling import SamplerConfig, SamplingPlan, ShardSpec, shard_key
 
 NUM_POINTS, NUM_SHARDS = 800, 4
 SAMPLER = {"num_warmup": 100, "num_samples": 100, "num_chains": 2}
@@ -62,17 +60,6 @@ def test_model_error_in_one_shard_reaches_the_user(backend):
     assert f"shard 1: failed: ValueError: {fault_models.INJECTED}" in message
 
 
-def _specs(num_shards: int = 3) -> list[ShardSpec]:
-    data = examples.linear_regression_data(300, 2, seed=3)
-    plan = SamplingPlan(100, 100, 1, 100, 2, False)
-    return [ShardSpec(index=k, model=examples.linear_regression_known_noise,
-                      data={n: a[k * 100:(k + 1) * 100] for n, a in data.items()},
-                      mask=np.arange(100) < 90 + k, model_kwargs={}, prior_scale=1 / num_shards,
-                      seed_key=shard_key(0, k), config=SamplerConfig(), plan=plan,
-                      observed_sites=frozenset({"y"}))
-            for k in range(num_shards)]
-
-
 @pytest.mark.parametrize("fn, limits, cause", [
     (fault_models.hang_or_checksum, {"shard_timeout": 3.0}, "timeout"),
     (fault_models.freeze_or_checksum,
@@ -80,7 +67,7 @@ def _specs(num_shards: int = 3) -> list[ShardSpec]:
      "no heartbeat"),
 ])
 def test_stuck_shard_is_retried_then_recorded_as_failed(fn, limits, cause):
-    specs = _specs()
+    specs = fault_models.regression_specs()
     events = []
     with ProcessesBackend(workers=2, max_retries=1, compile_cache=False,
                           env={fault_models.FAULT_INDEX_ENV: "1"}, **limits) as backend:
