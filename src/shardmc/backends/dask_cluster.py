@@ -340,7 +340,10 @@ class _Run:
             return None  # abandoned after a timeout
         shard = entry[0]
         if future.status == "finished":
-            result = future.result()
+            try:
+                result = future.result()
+            except Exception as exc:  # finished, then its result died with its worker
+                result = self._lost(shard, f"result lost with its worker ({exc})")
         elif future.status == "error":
             exc = future.exception()
             if type(exc).__name__ == "KilledWorker":
