@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -33,6 +34,11 @@ from shardmc import examples as ex
 from shardmc import params as P
 from shardmc.combine import combine
 from shardmc.validate import compare
+
+# benchmarks/dask.py would shadow the dask package (xarray imports it lazily): keep
+# this script's folder off sys.path.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(
+    os.path.abspath(__file__))]
 
 #: Reported name -> (combiner, options). "consensus_pooled" measures pooled shrinkage.
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {

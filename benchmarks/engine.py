@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 
 import numpy as np
@@ -15,6 +17,11 @@ import numpy as np
 import shardmc
 from shardmc.backends.compile_log import compile_log, diff
 from shardmc.examples import linear_regression_data, linear_regression_known_noise
+
+# benchmarks/dask.py would shadow the dask package (xarray imports it lazily): keep
+# this script's folder off sys.path.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(
+    os.path.abspath(__file__))]
 
 
 def run(num_points: int, shard_counts: list[int]) -> dict:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 
 import numpy as np
@@ -21,6 +23,11 @@ from shardmc.backends import ProcessesBackend
 from shardmc.backends.resources import estimate_memory
 from shardmc.examples import linear_regression_data, linear_regression_known_noise
 from shardmc.sampling import SamplerConfig, SamplingPlan, ShardSpec, run_shard, shard_key
+
+# benchmarks/dask.py would shadow the dask package (xarray imports it lazily): keep
+# this script's folder off sys.path.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(
+    os.path.abspath(__file__))]
 
 #: (points, features, chains, samples per chain)
 CONFIGS = [

@@ -14,11 +14,17 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from typing import Any
 
 import jax
 import numpy as np
+
+# benchmarks/dask.py would shadow the dask package (xarray imports it lazily): keep
+# this script's folder off sys.path.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(
+    os.path.abspath(__file__))]
 
 #: Frames of the synthetic grid (points are drawn from its upper triangle).
 N_FRAMES = 1000
