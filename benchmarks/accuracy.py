@@ -4,7 +4,7 @@ Cases: (a) "gaussian": linear regression with correlated features and known nois
 (d = 10, exact conjugate posterior); (b) "logistic": logistic regression, 200 000 rows,
 10 features + intercept, K = 10 and 50, against full-data NUTS (numpyro MCMC); (c)
 "skewed": normal scale (sigma > 0) with 5 points per shard, against the exact posterior
-on a grid; (d) "xpcs": hook, pending (see :func:`xpcs_case`).
+on a grid; (d) "xpcs": homodyne static against full-data NUTS (see :func:`xpcs_case`).
 
 Each case is fitted once per K and data set (shardmc.fit, default combiner and, in full
 mode, the default sampler settings); every combiner then recombines the same shard draws,
@@ -24,7 +24,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -67,6 +67,10 @@ class Case:
     references: list[Reference]
     shard_counts: list[int]
     sampler: dict[str, Any]
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: Model-aware combiners (name -> fit(method=...) function) measured besides METHODS.
+    extra_methods: dict[str, Callable] = field(default_factory=dict)
+    default_method: str = DEFAULT_METHOD
 
 
 def gaussian_case(quick: bool) -> Case:
@@ -119,10 +123,30 @@ def skewed_case(quick: bool) -> Case:
 
 
 def xpcs_case(quick: bool) -> Case:
-    """Hook for case (d): an XPCS homodyne fit (shardmc.xpcs models and synthetic c2)
-    against full-data NUTS. Return a Case like the others when shardmc.xpcs provides a
-    synthetic-data generator; until then the case is reported as pending."""
-    raise NotImplementedError("case (d) XPCS: pending shardmc.xpcs synthetic data")
+    """(d) XPCS homodyne static (3 angles, synthetic c2) against full-data NUTS (shardmc,
+    K = 1, same sampler, 3x the draws), started from the least-squares warm start with the
+    fixed Laplace mass matrix as XPCS runs are; rate-space consensus (the XPCS default)
+    measured besides the generic combiners."""
+    from shardmc import xpcs
+
+    data, _ = xpcs.simulate("static", n_angles=3, n_t=40 if quick else 60, seed=3)
+    model = xpcs.XPCSModel.create("static", data.n_phi)
+    points, kwargs = xpcs.prepare(model, data)
+    start = xpcs.warm_start(model, data, seed=0)
+    sampler = {"num_chains": 2, "num_warmup": 300, "num_samples": 1000,
+               "adaptive_sampling": False, "adapt_mass_matrix": False,
+               "init_strategy": "value", "init_values": start.init_values}
+
+    def reference():
+        post = shardmc.fit(model, points, 1, model_kwargs=kwargs, seed=1,
+                           **{**sampler, "num_samples": 3000})
+        names = _layout_of(model, points, kwargs).names
+        return ({n: post.samples[n] for n in names},
+                "full-data NUTS (shardmc, K = 1, 2 x 3000 draws, Laplace mass)")
+
+    return Case("xpcs_static", model, [points], [reference], [4] if quick else [8], sampler,
+                model_kwargs=kwargs, default_method="rate_space_consensus",
+                extra_methods={"rate_space_consensus": xpcs.rate_space_combiner(model, data.t)})
 
 
 CASES: dict[str, Callable[[bool], Case]] = {
@@ -140,9 +164,14 @@ def _sampler(quick: bool) -> dict[str, Any]:
     return {}
 
 
+def _layout_of(model: Callable, data: dict[str, np.ndarray],
+               model_kwargs: dict[str, Any]) -> P.ParamLayout:
+    subset = {k: v[:16] for k, v in data.items()}
+    return P.build_layout(P.trace_model(model, {**model_kwargs, **subset}))
+
+
 def _layout(case: Case) -> P.ParamLayout:
-    subset = {k: v[:16] for k, v in case.datasets[0].items()}
-    return P.build_layout(P.trace_model(case.model, subset))
+    return _layout_of(case.model, case.datasets[0], case.model_kwargs)
 
 
 def _log(msg: str) -> None:
@@ -154,16 +183,21 @@ def _round(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def _combine_all(shard_draws: np.ndarray, layout: P.ParamLayout, ref: dict,
-                 methods: list[str]) -> dict[str, dict[str, Any]]:
+                 methods: list[str], extra: dict[str, Callable]) -> dict[str, dict[str, Any]]:
     out = {}
-    for name in methods:
-        method, options = METHODS[name]
+    for name in [*methods, *extra]:
         t1 = time.perf_counter()
-        res = combine(shard_draws, method, seed=0, **options)
+        if name in extra:
+            draws, _ = extra[name](shard_draws, coords=layout.coordinate_names(), seed=0)
+            chosen = {}
+        else:
+            method, options = METHODS[name]
+            res = combine(shard_draws, method, seed=0, **options)
+            draws, chosen = res.draws, ({"chosen": res.method} if method == "auto" else {})
         combine_s = time.perf_counter() - t1
-        comp = compare(P.constrain(layout, res.draws), ref)
+        comp = compare(P.constrain(layout, draws), ref)
         out[name] = {**comp.worst(), "passes": float(comp.passes()), "combine_s": combine_s,
-                     **({"chosen": res.method} if method == "auto" else {})}
+                     **chosen}
     return out
 
 
@@ -191,11 +225,12 @@ def run_case(case: Case, methods: list[str]) -> list[dict[str, Any]]:
         per_rep, fit_s, warnings = [], 0.0, []
         for data, (ref, _) in zip(case.datasets, refs, strict=True):
             t0 = time.perf_counter()
-            post = shardmc.fit(case.model, data, k, seed=0, method=DEFAULT_METHOD,
-                               **case.sampler)
+            post = shardmc.fit(case.model, data, k, seed=0, model_kwargs=case.model_kwargs,
+                               method=DEFAULT_METHOD, **case.sampler)
             fit_s += time.perf_counter() - t0
             shard_draws = post.shard_draws.reshape(k, -1, post.shard_draws.shape[-1])
-            per_rep.append(_combine_all(shard_draws, layout, ref, methods))
+            per_rep.append(_combine_all(shard_draws, layout, ref, methods,
+                                        case.extra_methods))
             warnings = post.diagnose().messages("warning")[:5]
         _log(f"{case.name}: K = {k}: {len(case.datasets)} data set(s), fits {fit_s:.1f} s, "
              f"reference {ref_s:.1f} s")
@@ -205,8 +240,8 @@ def run_case(case: Case, methods: list[str]) -> list[dict[str, Any]]:
                      "replicates": len(case.datasets), "reference": ref_kind,
                      "reference_s": round(ref_s, 1), "fit_s": round(fit_s, 1),
                      "draws_per_shard": int(post.shard_draws.shape[1] * post.shard_draws.shape[2]),
-                     "default_method": DEFAULT_METHOD,
-                     "default_goal_met": results.get(DEFAULT_METHOD, {}).get("passes"),
+                     "default_method": case.default_method,
+                     "default_goal_met": results.get(case.default_method, {}).get("passes"),
                      "diagnose_warnings": warnings, "results": results})
     return rows
 
