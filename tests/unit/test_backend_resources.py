@@ -59,6 +59,15 @@ def test_auto_choice_follows_workload():
     assert isinstance(backend, SequentialBackend)
 
 
+def test_auto_drops_options_the_jax_backend_does_not_take(monkeypatch):
+    import shardmc.backends as B
+    from shardmc.backends.jax_devices import JaxBackend
+
+    monkeypatch.setattr(B, "choose_backend", lambda workload: "jax")  # as on a GPU machine
+    backend = select_backend("auto", workers=2, shard_timeout=10.0)
+    assert isinstance(backend, JaxBackend)
+
+
 def test_select_backend_rejects_unknown_names():
     with pytest.raises(ShardMCInputError, match="backend: expected one of"):
         select_backend("threads")

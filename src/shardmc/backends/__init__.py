@@ -80,8 +80,13 @@ def select_backend(name: str | Backend = "auto", *, workload: Workload | None = 
             f"backend: expected one of {['auto', *sorted(BACKENDS)]}, found {name!r}"
         )
     factory = BACKENDS[name]
-    if auto and factory is not _jax_backend:
-        options = _accepted(factory, options)
+    if auto:
+        if factory is _jax_backend:  # the lazy factory takes **options: check the class
+            from shardmc.backends.jax_devices import JaxBackend
+
+            options = _accepted(JaxBackend, options)
+        else:
+            options = _accepted(factory, options)
     return factory(**options)
 
 
