@@ -266,7 +266,7 @@ def _facts(run: Run) -> str:
         ("wall time", f"{s['seconds']:.1f} s" if isinstance(s.get("seconds"), (int, float))
          else None),
         ("started", m.get("started")), ("finished", m.get("finished")),
-        ("shardmc", m.get("shardmc_version") or versions.get("shardmc")),
+        ("shardmc", versions.get("shardmc")),
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items())),
         ("config hash", m.get("config_hash")), ("data hash", m.get("data_hash")),
     ]

@@ -69,12 +69,6 @@ def truth_path(data_file: str | Path) -> Path:
     return data_file.with_name(data_file.stem + TRUTH_SUFFIX)
 
 
-def _versions() -> dict[str, str]:
-    from shardmc.engine import _versions as engine_versions
-
-    return engine_versions()
-
-
 def _warm_start_values(store: RunStore, inputs: Any, seed: int, enabled: bool,
                        echo: Callable[[str], None]) -> dict[str, Any]:
     """Initial values: reloaded from the run directory, else computed and stored there."""
@@ -96,23 +90,6 @@ def _warm_start_values(store: RunStore, inputs: Any, seed: int, enabled: bool,
     return values
 
 
-def _summary_rows(samples: dict[str, np.ndarray], names: Sequence[str],
-                  truth: dict[str, float]) -> list[dict[str, Any]]:
-    lo, hi = (1 - SUMMARY_INTERVAL) / 2, 1 - (1 - SUMMARY_INTERVAL) / 2
-    rows = []
-    for name in names:
-        x = np.asarray(samples[name])
-        if x.ndim != 1:
-            continue
-        a, b = np.quantile(x, [lo, hi])
-        t = truth.get(name)
-        rows.append({"parameter": name, "mean": float(x.mean()), "sd": float(x.std(ddof=1)),
-                     "lower": float(a), "upper": float(b),
-                     "truth": None if t is None else float(t),
-                     "covered": None if t is None else bool(a <= t <= b)})
-    return rows
-
-
 def _diagnosis_lines(post: Any) -> list[str]:
     """Posterior.diagnose()'s findings, one line each (a problem diagnosing is reported,
     never allowed to lose a finished run)."""
@@ -126,6 +103,7 @@ def write_results(store: RunStore, inputs: Any, data_file: Path, post: Any,
                   seconds: float) -> dict[str, Any]:
     """posterior.nc, fit.npz and summary.json of a finished fit."""
     from shardmc.xpcs import fitted_c2
+    from shardmc.xpcs.demo import recovery_table
 
     post.save(store.path / POSTERIOR_FILE)
     medians = {k: np.median(v, axis=0) for k, v in post.samples.items()}
@@ -145,7 +123,8 @@ def write_results(store: RunStore, inputs: Any, data_file: Path, post: Any,
         "physics": inputs.model.physics, "num_points": int(inputs.points["c2"].shape[0]),
         "num_shards": int(post.num_shards), "seconds": round(seconds, 1),
         "interval": SUMMARY_INTERVAL,
-        "parameters": _summary_rows(post.samples, inputs.model.parameter_names, truth),
+        "parameters": recovery_table(post.samples, truth, inputs.model.parameter_names,
+                                     SUMMARY_INTERVAL),
         "warnings": list(post.warnings()), "diagnosis": _diagnosis_lines(post),
     }
     write_json(store.path / SUMMARY_FILE, summary)
@@ -153,10 +132,10 @@ def write_results(store: RunStore, inputs: Any, data_file: Path, post: Any,
 
 
 def _manifest(inputs: Any, data_file: Path, hashes: dict[str, str]) -> dict[str, Any]:
-    import shardmc
+    from shardmc.engine import _versions
 
     fk = inputs.fit_kwargs
-    return {"shardmc_version": shardmc.__version__, "versions": _versions(),
+    return {"versions": _versions(),
             "state": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seed": fk.get("seed", 0), "num_shards": fk.get("num_shards"),
             "num_points": int(inputs.points["c2"].shape[0]),
@@ -174,13 +153,15 @@ def _check_unchanged(store: RunStore, hashes: dict[str, str]) -> None:
 
 
 def execute(cfg: Any, store: RunStore, *, resume: bool, progress: bool | None = None,
-            echo: Callable[[str], None] = print, report: bool = True) -> dict[str, Any]:
-    """Fit ``cfg`` into ``store`` (a new run, or a resumed one); returns the summary."""
+            echo: Callable[[str], None] = print, report: bool = True,
+            inputs: Any = None) -> dict[str, Any]:
+    """Fit ``cfg`` into ``store`` (a new run, or a resumed one); returns the summary.
+    inputs: ``config.build_run(cfg)`` when the caller already has it."""
     import shardmc
     from shardmc import config as C
 
     t0 = time.perf_counter()
-    inputs = C.build_run(cfg)
+    inputs = C.build_run(cfg) if inputs is None else inputs
     data_file = Path(cfg.data.file)
     hashes = {"config_hash": C.config_hash(cfg), "data_hash": C.data_hash(data_file)}
     if resume:
@@ -228,9 +209,9 @@ def run_config(config_path: str | Path, out: str | Path | None = None, *,
     cfg = C.load_config(config_path, overrides)
     if out is None:
         out = Path("runs") / f"{Path(config_path).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    C.build_run(cfg)  # every data check before the run directory is touched
+    inputs = C.build_run(cfg)  # every data check before the run directory is touched
     store = RunStore.create(out, force=force)
-    summary = execute(cfg, store, resume=False, progress=progress, echo=echo)
+    summary = execute(cfg, store, resume=False, progress=progress, echo=echo, inputs=inputs)
     return store.path, summary
 
 

@@ -21,7 +21,6 @@ NPZ is read with ``allow_pickle=False``; metadata is JSON.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import tempfile
@@ -265,8 +264,3 @@ class RunStore:
 
     def finished_shards(self) -> list[str]:
         return sorted(p.name for p in self.shard_dir.glob("shard-*.npz"))
-
-
-def as_dict(obj: Any) -> dict[str, Any]:
-    """A dataclass or mapping as a plain dict (for manifests)."""
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj)

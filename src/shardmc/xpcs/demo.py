@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,18 +38,23 @@ def _median_values(samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def recovery_table(samples: dict[str, np.ndarray], truth: dict[str, Any],
-                   names: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Truth, posterior mean and central INTERVAL bounds of each scalar parameter."""
-    lo, hi = (1 - INTERVAL) / 2, 1 - (1 - INTERVAL) / 2
+                   names: Sequence[str], interval: float = INTERVAL) -> list[dict[str, Any]]:
+    """Posterior mean, sd and central ``interval`` bounds of each scalar parameter in
+    ``names``, with truth, z = (mean - truth) / sd and coverage where the truth is known
+    (None otherwise); non-scalar sites are skipped."""
+    lo, hi = (1 - interval) / 2, 1 - (1 - interval) / 2
     rows = []
     for name in names:
-        x = samples[name]
+        x = np.asarray(samples[name])
+        if x.ndim != 1:
+            continue
         a, b = np.quantile(x, [lo, hi])
-        t = float(truth[name])
-        sd = float(x.std(ddof=1))
-        rows.append({"parameter": name, "truth": t, "mean": float(x.mean()), "sd": sd,
-                     "z": (float(x.mean()) - t) / sd if sd > 0 else float("nan"),
-                     "lower": float(a), "upper": float(b), "covered": bool(a <= t <= b)})
+        mean, sd = float(x.mean()), float(x.std(ddof=1))
+        t = None if truth.get(name) is None else float(truth[name])
+        rows.append({"parameter": name, "truth": t, "mean": mean, "sd": sd,
+                     "z": None if t is None else (mean - t) / sd if sd > 0 else float("nan"),
+                     "lower": float(a), "upper": float(b),
+                     "covered": None if t is None else bool(a <= t <= b)})
     return rows
 
 
