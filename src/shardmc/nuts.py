@@ -114,10 +114,19 @@ def warmup_chain(
         program, key_init, data, mask, prior_scale, model_kwargs, init_values
     )
     _, _, potential_fn = _shard_potential(program, data, mask, prior_scale, model_kwargs, unravel)
-    init_kernel, sample_kernel = hmc(potential_fn=potential_fn, algo="NUTS")
     inverse_mass = None
     if program.init_mass == "hessian":
         inverse_mass = hessian_inverse_mass(potential_fn, flat_z, program.dense_mass)
+    whiten = inverse_mass is not None and program.adapt_mass
+    if whiten:  # adapt in coordinates where the Laplace covariance is the identity
+        factor = (jnp.linalg.cholesky(inverse_mass) if program.dense_mass
+                  else jnp.sqrt(inverse_mass))
+        to_z = partial(_from_whitened, flat_z, factor)
+        run_potential = (lambda v: potential_fn(to_z(v)))  # noqa: E731
+        flat_z, inverse_mass = jnp.zeros_like(flat_z), None
+    else:
+        run_potential = potential_fn
+    init_kernel, sample_kernel = hmc(potential_fn=run_potential, algo="NUTS")
     state = init_kernel(
         flat_z,
         program.num_warmup,
@@ -136,8 +145,17 @@ def warmup_chain(
 
     state, (div, steps) = jax.lax.scan(step, state, None, length=program.num_warmup)
     adapt = state.adapt_state
-    return (state.z, adapt.step_size, adapt.inverse_mass_matrix, state.rng_key, div.sum(),
-            steps.sum())
+    z, inverse_mass = state.z, adapt.inverse_mass_matrix
+    if whiten:  # back to the model's coordinates: same dynamics, transformed mass matrix
+        z = to_z(z)
+        inverse_mass = (factor @ inverse_mass @ factor.T if program.dense_mass
+                        else factor**2 * inverse_mass)
+    return (z, adapt.step_size, inverse_mass, state.rng_key, div.sum(), steps.sum())
+
+
+def _from_whitened(origin: jax.Array, factor: jax.Array, v: jax.Array) -> jax.Array:
+    """z = origin + factor·v (factor: Cholesky factor, or elementwise sd when diagonal)."""
+    return origin + (factor @ v if factor.ndim == 2 else factor * v)
 
 
 def sample_chain(
