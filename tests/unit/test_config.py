@@ -68,9 +68,10 @@ def test_defaults_follow_the_xpcs_demo(h5):
         DEFAULT_DT, DEFAULT_GAP, 1, None)
     assert (cfg.sharding.num_shards, cfg.sharding.method) == (8, "stratified")
     s = cfg.sampling
-    assert s.warm_start and s.init_strategy == "value" and s.adapt_mass_matrix is False
+    assert s.warm_start and s.init_strategy == "value" and s.adapt_mass_matrix is True
     assert s.init_mass == "hessian" and s.num_warmup == XPCS_SAMPLER_DEFAULTS["num_warmup"]
-    assert (cfg.combine.method, cfg.combine.space) == ("rate_space_consensus", "unconstrained")
+    assert cfg.model.parameterization == "rates"
+    assert (cfg.combine.method, cfg.combine.space) == ("consensus", "unconstrained")
     assert cfg.backend.name == "sequential"
     assert (cfg.run.seed, cfg.run.on_shard_failure, cfg.run.progress) == (0, "fail", True)
 
@@ -78,6 +79,16 @@ def test_defaults_follow_the_xpcs_demo(h5):
 def test_without_warm_start_chains_start_at_the_median_and_adapt(h5):
     cfg = config_from_dict({**minimal(h5), "sampling": {"warm_start": False}})
     assert cfg.sampling.init_strategy == "median" and cfg.sampling.adapt_mass_matrix is True
+
+
+def test_physical_parameterization_keeps_the_laplace_mass_and_may_use_rate_space(h5):
+    physical = {**minimal(h5), "model": {"physics": "static", "parameterization": "physical"}}
+    cfg = config_from_dict(physical)
+    assert cfg.sampling.adapt_mass_matrix is False
+    both = config_from_dict({**physical, "combine": {"method": "rate_space_consensus"}})
+    assert both.combine.method == "rate_space_consensus"
+    with pytest.raises(ShardMCInputError, match=r"combine\.method"):
+        config_from_dict({**minimal(h5), "combine": {"method": "rate_space_consensus"}})
 
 
 def test_sampling_defaults_are_the_engines_except_the_xpcs_ones():
@@ -232,6 +243,7 @@ def test_template_lists_the_parameters_and_refuses_unknown_physics():
     ({"sampling": {"num_chains": -2}}, "sampling.num_chains: expected an integer >= 1, found -2"),
     ({"model": {"physics": "static", "physicz": 1}},
      "model.physicz: unknown key (allowed: physics, per_angle_mode, noise, shear_convention, "
+     "parameterization, "
      "priors)"),
     ({"model": {"physics": "laminar"}}, "model.physics: expected one of 'static', "
      "'laminar_flow', 'two_component', found 'laminar'"),
@@ -310,8 +322,12 @@ def test_build_run_returns_what_fit_needs(tmp_path, h5, sim):
     assert kw["backend_options"]["shard_timeout"] == 3600.0
     assert kw["combine_options"] == {"shrinkage": "none"} and kw["method"] == "consensus"
     default = build_run(config_from_dict(minimal(h5))).fit_kwargs
-    assert callable(default["method"]) and default["combine_options"] == {}
-    assert default["method"].__name__ == "rate_space_consensus"
+    assert default["method"] == "consensus" and default["combine_options"] == {}
+    physical = build_run(config_from_dict({
+        **minimal(h5), "model": {"physics": "static", "parameterization": "physical"},
+        "combine": {"method": "rate_space_consensus"}}))
+    assert physical.fit_kwargs["method"].__name__ == "rate_space_consensus"
+    assert physical.model.parameterization == "physical"
     assert isinstance(kw["config"], SamplerConfig) and kw["config"].init_strategy == "value"
     assert inputs.warm_start is True
     params = inspect.signature(fit).parameters

@@ -66,10 +66,23 @@ def test_sites_and_contract(physics, mode, small):
 
 def test_site_names_static_default():
     model = XPCSModel.create("static", 3)
-    assert model.sampled_sites == ("log_D0", "alpha", "D_offset", "contrast", "offset",
-                                   "log_sigma")
-    assert model.deterministic_sites == ("D0", "sigma")
+    assert model.sampled_sites == ("J_rates", "contrast", "offset", "log_sigma")
+    assert model.site_shapes["J_rates"] == (3,)
+    assert model.deterministic_sites == ("D0", "alpha", "D_offset", "sigma")
     assert XPCSModel.create("static", 3, noise="known").sampled_sites[-1] == "offset"
+    physical = XPCSModel.create("static", 3, parameterization="physical")
+    assert physical.sampled_sites == ("log_D0", "alpha", "D_offset", "contrast", "offset",
+                                      "log_sigma")
+    assert physical.deterministic_sites == ("D0", "sigma")
+    assert tuple(XPCSModel.create("laminar_flow", 3).rate_blocks) == ("J_rates",
+                                                                     "gamma_dot_rates")
+    assert tuple(XPCSModel.create("two_component", 3).rate_blocks) == (
+        "J_ref_rates", "J_sample_rates", "v_rates")
+    # a block whose amplitude has a non-log prior keeps its parameters as separate sites
+    uniform_d0 = XPCSModel.create("static", 3, priors={"D0": {"kind": "uniform"}})
+    assert uniform_d0.rate_blocks == {} and "D0" in uniform_d0.sampled_sites
+    with pytest.raises(ShardMCInputError, match="parameterization"):
+        XPCSModel.create("static", 3, parameterization="log")
 
 
 def test_auto_mode_averages_from_three_angles():
@@ -90,7 +103,7 @@ def test_model_is_hashable_picklable_and_jit_static(small):
     def run(z, points, kwargs):
         return potential_energy(a, (), {**kwargs, **points}, z)
 
-    z = {"alpha": 0.1, "log_D0": 9.0, "D_offset": 0.0, "contrast": jnp.zeros(3),
+    z = {"J_rates": jnp.array([0.0, -0.1, 1.0]), "contrast": jnp.zeros(3),
          "offset": jnp.zeros(3), "log_sigma": jnp.zeros(3)}
     assert np.isfinite(float(run(z, points, kwargs)))
 
@@ -119,7 +132,7 @@ def test_prior_overrides_and_errors():
 def test_log_density_equals_table_prior_plus_likelihood(small):
     """Sampling log D0 and log sigma gives exactly the table's log-uniform priors."""
     data = small[0]
-    model = XPCSModel.create("static", 3)
+    model = XPCSModel.create("static", 3, parameterization="physical")
     points, kwargs = prepare(model, data)
     phys = {"D0": 8.0e3, "alpha": -0.4, "D_offset": 150.0, "contrast": np.array([0.3, 0.2, 0.25]),
             "offset": np.array([1.0, 1.01, 0.99]), "sigma": np.array([0.01, 0.02, 0.015])}
@@ -141,6 +154,28 @@ def test_log_density_equals_table_prior_plus_likelihood(small):
     assert float(lp) == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.parametrize("physics", PHYSICS_MODELS)
+def test_rate_blocks_carry_the_same_prior_times_their_jacobian(physics, small):
+    """At the same physical values, the rates model's joint density is the physical
+    model's plus each block's log |det ∂(log A, p, B)/∂u|: the same posterior in other
+    coordinates."""
+    data = small[0]
+    rates_model = XPCSModel.create(physics, 3)
+    physical_model = XPCSModel.create(physics, 3, parameterization="physical")
+    tr, points, kwargs = trace(rates_model, data)
+    inputs = {**kwargs, **points}
+    values = {n: tr[n]["value"] for n in physical_model._global_names()}  # a prior draw...
+    values.update(sigma=np.full(3, 0.01), contrast=np.full(3, 0.3))  # ...with usable noise
+    lp_rates, _ = log_density(rates_model, (), inputs, to_site_values(rates_model, values,
+                                                                       data.t))
+    lp_phys, _ = log_density(physical_model, (), inputs, to_site_values(physical_model,
+                                                                        values))
+    sites = to_site_values(rates_model, values, data.t)
+    log_det = sum(float(rates_model.block_prior(site, data.t).to_site(sites[site])[1])
+                  for site in rates_model.rate_blocks)
+    assert float(lp_rates) == pytest.approx(float(lp_phys) + log_det, rel=1e-12, abs=1e-8)
+
+
 def test_prior_draws_follow_the_table():
     data, _ = simulate("laminar_flow", n_angles=2, n_t=6, seed=0)
     model = XPCSModel.create("laminar_flow", 2)
@@ -158,7 +193,8 @@ def test_prior_draws_follow_the_table():
 def test_masked_points_drop_out_of_the_likelihood(small):
     """The engine masks padded points along the c2 batch axis (shardmc.tempering)."""
     data = small[0]
-    model = XPCSModel.create("static", 3, per_angle_mode="constant")
+    model = XPCSModel.create("static", 3, per_angle_mode="constant",
+                             parameterization="physical")
     points, kwargs = prepare(model, data)
     n = data.num_points
     keep = np.arange(n) < n - 7

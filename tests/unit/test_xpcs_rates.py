@@ -57,7 +57,7 @@ def test_log_abs_det_rates_matches_finite_differences():
 
 @pytest.mark.parametrize("name", ["D0", "alpha", "D_offset", "sigma"])
 def test_site_transforms_match_numpyro(name):
-    model = XPCSModel.create("static", 3)
+    model = XPCSModel.create("static", 3, parameterization="physical")
     spec = model.prior[name]
     log = name in ("D0", "sigma")
     lo, hi = (np.log(spec.lower), np.log(spec.upper)) if log else (spec.lower, spec.upper)
@@ -89,7 +89,7 @@ def _static_draws(rng, k, s, model):
 
 
 def test_single_shard_is_returned_unchanged_in_distribution():
-    model = XPCSModel.create("static", 3)
+    model = XPCSModel.create("static", 3, parameterization="physical")
     coords, draws = _static_draws(np.random.default_rng(0), 1, 2000, model)
     post = SimpleNamespace(coords=coords, shard_draws=draws, samples={})
     out = rate_space_consensus(post, model, np.arange(60) * 0.1)
@@ -103,10 +103,18 @@ def test_single_shard_is_returned_unchanged_in_distribution():
 def test_consensus_of_identical_gaussian_shards_shrinks_by_sqrt_k():
     """K shards drawing independently from one narrow Gaussian: the combined sd is the
     shards' / sqrt(K) (the Jacobian weights are flat over so narrow a posterior)."""
-    model = XPCSModel.create("static", 3)
+    model = XPCSModel.create("static", 3, parameterization="physical")
     coords, draws = _static_draws(np.random.default_rng(1), 4, 4000, model)
     post = SimpleNamespace(coords=coords, shard_draws=draws, samples={})
     out = rate_space_consensus(post, model, np.arange(60) * 0.1)
     assert out.importance_ess > 0.9 * 4000
     sd1 = to_physical(model, "alpha", draws[0, 0, :, coords.index("alpha")])[0].std()
     assert out.samples["alpha"].std() == pytest.approx(sd1 / 2, rel=0.15)
+
+
+def test_rate_parameterised_models_are_refused_with_a_pointer():
+    model = XPCSModel.create("static", 3)
+    post = SimpleNamespace(coords=["J_rates[0]"], shard_draws=np.zeros((2, 1, 4, 1)),
+                           samples={})
+    with pytest.raises(ValueError, match="method='consensus'"):
+        rate_space_consensus(post, model, np.arange(60) * 0.1)

@@ -18,7 +18,7 @@ TRUTH = {"D0": 1.0e4, "alpha": -0.3, "D_offset": 500.0}
 def static_fit():
     data, truth = simulate("static", TRUTH, n_angles=3, n_t=50, noise=1e-4, seed=4,
                            contrast=[0.25, 0.3, 0.35], offset=[1.0, 1.02, 0.98])
-    model = XPCSModel.create("static", 3)
+    model = XPCSModel.create("static", 3, parameterization="physical")
     return data, truth, model, warm_start(model, data)
 
 
@@ -71,7 +71,7 @@ def test_constant_mode_known_noise_and_subsampling():
     ws = warm_start(model, data, max_points=500, seed=3, laplace=False)
     assert ws.unconstrained_covariance is None
     assert ws.num_points == 500
-    assert set(ws.init_values) == set(model.sampled_sites) == {"alpha", "log_D0", "D_offset"}
+    assert set(ws.init_values) == set(model.sampled_sites) == {"J_rates"}
     assert "contrast" not in ws.physical and "sigma" not in ws.physical
     assert np.isfinite(ws.cost) and ws.physical["D0"] > 0
 
@@ -81,6 +81,27 @@ def test_initial_values_and_bounds_are_respected():
     model = XPCSModel.create("static", 2, priors={"alpha": (-0.2, 0.5)})
     ws = warm_start(model, data, initial={"D0": 3.0e3, "alpha": 0.0}, laplace=False)
     assert -0.2 < ws.physical["alpha"] < 0.5  # truth −0.3 lies outside: fit stays in bounds
-    assert -0.2 < float(ws.init_values["alpha"]) < 0.5
+    prior = model.block_prior("J_rates", data.t)  # the narrowed bounds hold in the block too
+    (log_d0, alpha, _), _ = prior.to_site(ws.init_values["J_rates"])
+    assert -0.2 < float(alpha) < 0.5  # kept INTERIOR_MARGIN inside the bounds
+    assert float(alpha) == pytest.approx(ws.physical["alpha"], abs=1e-5)
+    assert float(log_d0) == pytest.approx(np.log(ws.physical["D0"]), abs=1e-5)
     with pytest.raises(ShardMCInputError, match="unknown parameter"):
         warm_start(model, data, initial={"gamma_dot_0": 1e-3})
+
+
+def test_rate_block_init_values_map_back_to_the_fit(static_fit):
+    """Under parameterization="rates" the warm start's values land in the rate block site
+    and the model's deterministic sites give back the least-squares physical values."""
+    data, _, _, ws = static_fit
+    model = XPCSModel.create("static", 3)
+    init = warm_start(model, data, laplace=True)
+    assert set(init.init_values) == set(model.sampled_sites)
+    assert init.init_values["J_rates"].shape == (3,)
+    points, kwargs = prepare(model, data)
+    lp, tr = log_density(model, (), {**kwargs, **points}, init.init_values)
+    assert np.isfinite(float(lp))
+    for name in ("D0", "alpha", "D_offset"):
+        assert float(tr[name]["value"]) == pytest.approx(float(init.physical[name]), rel=1e-9)
+        assert float(init.physical[name]) == pytest.approx(float(ws.physical[name]), rel=1e-6)
+    assert np.all(np.linalg.eigvalsh(init.unconstrained_covariance) > 0)

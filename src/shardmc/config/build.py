@@ -159,7 +159,8 @@ def build_run(cfg: RunConfig) -> RunInputs:
     m = cfg.model
     model = XPCSModel.create(m.physics, data.n_phi, per_angle_mode=m.per_angle_mode,
                              priors=m.prior_overrides(), noise=m.noise,
-                             shear_convention=m.shear_convention)
+                             shear_convention=m.shear_convention,
+                             parameterization=m.parameterization)
     points, kwargs = prepare(model, data)
     kwargs_fit = fit_kwargs(cfg, points)
     if cfg.combine.method == RATE_SPACE_METHOD:

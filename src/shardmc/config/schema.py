@@ -44,7 +44,7 @@ from shardmc.sampling import CHAIN_METHODS, INIT_MASS, INIT_STRATEGIES, SamplerC
 from shardmc.sharding import SHARDING_STRATEGIES
 from shardmc.validation import COMBINE_SPACES
 from shardmc.xpcs.loaders import DEFAULT_PHI_TOL, DEFAULT_Q_RTOL, TIME_ORIGINS
-from shardmc.xpcs.models import NOISE_MODES, PER_ANGLE_MODES
+from shardmc.xpcs.models import NOISE_MODES, PARAMETERIZATIONS, PER_ANGLE_MODES
 from shardmc.xpcs.parameters import PRIOR_KINDS, resolve_priors
 from shardmc.xpcs.physics import (
     DEFAULT_DT,
@@ -196,6 +196,9 @@ class ModelConfig(Section):
     shear_convention: Literal[SHEAR_CONVENTIONS] = Field(
         "published", description="laminar_flow shear factor: published sinc², or reference "
         "(homodyne 2.x compatibility)")
+    parameterization: Literal[PARAMETERIZATIONS] = Field(
+        "rates", description="power-law blocks sampled in rate coordinates (rates), or each "
+        "parameter as its own site (physical); docs/xpcs.md")
     priors: dict[str, PriorEntry] = Field(default_factory=dict, description="overrides by "
                                           "parameter name: {kind, lower, upper, loc, scale} "
                                           "or [lower, upper]")
@@ -254,8 +257,9 @@ class SamplingConfig(Section):
                                           "mass matrix: the Hessian at the start (Laplace) "
                                           "or identity")
     adapt_mass_matrix: Bool | None = Field(
-        None, description="adapt the mass matrix in warmup; null: false with warm_start "
-        "(the fixed Laplace mass matrix conditions NUTS, docs/xpcs.md), else true")
+        None, description="adapt the mass matrix in warmup (it starts from init_mass); "
+        "null: true, except false for model.parameterization physical with warm_start "
+        "(docs/xpcs.md)")
     chain_method: Literal[CHAIN_METHODS] = Field(_SAMPLER.chain_method,
                                                  description="chains one after another or "
                                                  "vectorized")
@@ -276,8 +280,6 @@ class SamplingConfig(Section):
                 raw = {**raw}
                 if raw.get("init_strategy") is None:
                     raw["init_strategy"] = "value" if warm else _SAMPLER.init_strategy
-                if raw.get("adapt_mass_matrix") is None:
-                    raw["adapt_mass_matrix"] = not warm
         return raw
 
     @model_validator(mode="after")
@@ -289,9 +291,11 @@ class SamplingConfig(Section):
         return self
 
     def sampler_config(self) -> SamplerConfig:
-        """The engine's :class:`SamplerConfig` (every field but warm_start)."""
+        """The engine's :class:`SamplerConfig` (every field but warm_start; an unresolved
+        adapt_mass_matrix is the engine's default)."""
         names = {f.name for f in dataclasses.fields(SamplerConfig)}
-        return SamplerConfig(**{k: v for k, v in self.model_dump().items() if k in names})
+        return SamplerConfig(**{k: v for k, v in self.model_dump().items()
+                                if k in names and v is not None})
 
 
 #: Types of the combiners' keyword options (checked before sampling; an option a new
@@ -332,8 +336,10 @@ def _check_option_value(name: str, value: Any) -> None:
                            f"{found(err.get('input'))}") from None
 
 
-#: XPCS combiner of :mod:`shardmc.xpcs.rates` (consensus in rate space), the default: plain
-#: consensus comes out ~2x too narrow on static / laminar_flow shards (docs/xpcs.md).
+#: XPCS combiner of :mod:`shardmc.xpcs.rates` (consensus in rate space) for
+#: model.parameterization physical, where plain consensus comes out ~2x too narrow on static
+#: / laminar_flow shards (docs/xpcs.md). Under "rates" the sampled coordinates already are
+#: rate coordinates and plain consensus (the default) combines there.
 RATE_SPACE_METHOD = "rate_space_consensus"
 #: Options of RATE_SPACE_METHOD (passed to its consensus step).
 RATE_SPACE_OPTIONS = ("shrinkage",)
@@ -341,8 +347,9 @@ RATE_SPACE_OPTIONS = ("shrinkage",)
 
 class CombineConfig(Section):
     method: Literal[(RATE_SPACE_METHOD, *COMBINERS)] = Field(
-        RATE_SPACE_METHOD, description="how shard draws are combined: rate_space_consensus "
-        "(XPCS power-law rates, then consensus) or a generic combiner")
+        "consensus", description="how shard draws are combined: a generic combiner, or "
+        "rate_space_consensus (XPCS power-law rates, then consensus; model.parameterization "
+        "physical only)")
     space: Literal[COMBINE_SPACES] = Field("unconstrained", description="space the draws "
                                            "are combined in")
     options: dict[str, Any] = Field(default_factory=dict, description="keyword options of "
@@ -394,6 +401,32 @@ class RunConfig(Section):
                 and "name" not in raw["backend"]:
             raw = {**raw, "backend": {"name": "sequential", **raw["backend"]}}
         return raw
+
+    @model_validator(mode="before")
+    @classmethod
+    def _adapt_mass_default(cls, raw: Any) -> Any:
+        """sampling.adapt_mass_matrix null: false for a physical parameterisation started
+        from the warm start (its fixed Laplace mass matrix), true otherwise (docs/xpcs.md)."""
+        if not isinstance(raw, dict):
+            return raw
+        model, sampling = raw.get("model"), raw.get("sampling", {})
+        if isinstance(model, dict) and isinstance(sampling, dict) \
+                and sampling.get("adapt_mass_matrix") is None:
+            physical = model.get("parameterization", "rates") == "physical"
+            warm = sampling.get("warm_start", True) is True
+            raw = {**raw, "sampling": {**sampling,
+                                       "adapt_mass_matrix": not (physical and warm)}}
+        return raw
+
+    @model_validator(mode="after")
+    def _rate_space_needs_physical(self) -> RunConfig:
+        if self.combine.method == RATE_SPACE_METHOD \
+                and self.model.parameterization != "physical":
+            raise config_error("combine.method", f"expected a generic combiner with "
+                               f"model.parameterization {self.model.parameterization!r} (its "
+                               f"blocks are sampled in rate coordinates already), found "
+                               f"{RATE_SPACE_METHOD!r}")
+        return self
 
     @model_validator(mode="after")
     def _weights_per_shard(self) -> RunConfig:

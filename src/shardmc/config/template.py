@@ -120,8 +120,7 @@ def template(physics: str) -> str:
         ("data", DataConfig, data_values),
         ("model", ModelConfig, {"physics": physics, **extra.get("model", {})}),
         ("sharding", ShardingConfig, extra.get("sharding", {})),
-        ("sampling", SamplingConfig, {"init_strategy": "value", "adapt_mass_matrix": False,
-                                      **extra.get("sampling", {})}),
+        ("sampling", SamplingConfig, {"init_strategy": "value", **extra.get("sampling", {})}),
         ("combine", CombineConfig, extra.get("combine", {})),
     ]
     for name, model, values in sections:

@@ -13,12 +13,19 @@ of the frozen, hashable :class:`XPCSModel`, so it can be a static ``jax.jit`` ar
 be pickled to worker processes. The single observed site is
 ``numpyro.sample("c2", Normal(mean, sigma), obs=c2)`` with batch shape (n,).
 
-Parameterisation: a parameter with a log prior (D0, gamma_dot_0, D0_ref, D0_sample, v0,
-sigma) is sampled as ``log_<name>`` (its prior is then Uniform or TruncatedNormal on the
-log) and exposed as a deterministic site under its physical name; the others are sampled
-directly. NumPyro maps each bounded site to the real line by a logit, so NUTS works in
-those coordinates; see docs/xpcs.md for why a reference-time shift of log D0 would not
-change them, and for the warm start's Laplace covariance that conditions NUTS instead.
+Parameterisation (``parameterization``):
+
+* ``"rates"`` (default): each power-law block (amplitude with a log prior, exponent,
+  offset: J, γ̇, v) is one sample site ``<block>_rates`` of shape (3,) in rate coordinates
+  (:mod:`shardmc.xpcs.reparam`), distributed as the table's box prior of the three
+  parameters; the parameters are deterministic sites under their physical names.
+* ``"physical"``: every parameter is its own site, as below.
+
+Outside blocks, a parameter with a log prior (sigma, or an amplitude under
+``"physical"``) is sampled as ``log_<name>`` (its prior is then Uniform or
+TruncatedNormal on the log) and exposed as a deterministic site under its physical
+name; the others are sampled directly. NumPyro maps each bounded site to the real line
+by a logit, so NUTS works in those coordinates (docs/xpcs.md).
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ from shardmc.xpcs.physics import (
     c2_mean,
     gather,
 )
+from shardmc.xpcs.reparam import BlockBox, RateBlockPrior, reference_time
 
 PER_ANGLE_MODES = ("individual", "auto", "constant", "constant_averaged")
 NOISE_MODES = ("sampled", "known")
@@ -60,6 +68,16 @@ AUTO_AVERAGE_MIN_ANGLES = 3
 DATA_KEYS = ("phi_idx", "t1_idx", "t2_idx", "c2")
 GEOMETRY_KEYS = ("t", "dt", "q", "gap", "phi")
 FIXED_SCALING_KEYS = ("contrast_fixed", "offset_fixed")
+PARAMETERIZATIONS = ("rates", "physical")
+#: Power-law blocks r(t) = amplitude t^exponent + offset: site name -> (amplitude, exponent,
+#: offset). Sampled in rate coordinates under parameterization="rates".
+RATE_BLOCKS = {
+    "J_rates": ("D0", "alpha", "D_offset"),
+    "gamma_dot_rates": ("gamma_dot_0", "beta", "gamma_dot_offset"),
+    "J_ref_rates": ("D0_ref", "alpha_ref", "D_offset_ref"),
+    "J_sample_rates": ("D0_sample", "alpha_sample", "D_offset_sample"),
+    "v_rates": ("v0", "beta", "v_offset"),
+}
 
 
 @dataclass(frozen=True)
@@ -70,7 +88,8 @@ class XPCSModel:
     per_angle_mode: "individual" | "auto" | "constant" | "constant_averaged";
     priors: resolved PriorSpec of every site (see :func:`resolve_priors`);
     noise: "sampled" (per-angle sigma) | "known" (per-point ``sigma`` in the data);
-    shear_convention: "published" | "reference" (laminar_flow only).
+    shear_convention: "published" | "reference" (laminar_flow only);
+    parameterization: "rates" | "physical" (module docstring).
     """
 
     physics: str
@@ -79,6 +98,7 @@ class XPCSModel:
     priors: tuple[PriorSpec, ...] = ()
     noise: str = "sampled"
     shear_convention: str = "published"
+    parameterization: str = "rates"
 
     def __post_init__(self) -> None:
         names = model_parameter_names(self.physics)
@@ -93,6 +113,9 @@ class XPCSModel:
         if self.shear_convention not in SHEAR_CONVENTIONS:
             raise ShardMCInputError(f"shear_convention: expected one of {SHEAR_CONVENTIONS}, "
                                     f"found {self.shear_convention!r}")
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise ShardMCInputError(f"parameterization: expected one of {PARAMETERIZATIONS}, "
+                                    f"found {self.parameterization!r}")
         if not self.priors:
             object.__setattr__(self, "priors", resolve_priors(self.physics))
         have = {p.name for p in self.priors}
@@ -110,10 +133,11 @@ class XPCSModel:
         priors: Mapping[str, Any] | None = None,
         noise: str = "sampled",
         shear_convention: str = "published",
+        parameterization: str = "rates",
     ) -> XPCSModel:
         """A model with the table's default priors, ``priors`` overriding them by name."""
         return cls(physics, int(n_angles), per_angle_mode, resolve_priors(physics, priors),
-                   noise, shear_convention)
+                   noise, shear_convention, parameterization)
 
     # -- static structure ------------------------------------------------------------------
     @property
@@ -134,8 +158,22 @@ class XPCSModel:
             return "averaged"
         return "individual"
 
+    @property
+    def rate_blocks(self) -> dict[str, tuple[str, str, str]]:
+        """Blocks sampled in rate coordinates: site -> (amplitude, exponent, offset).
+
+        Under "rates", every block of the physics whose amplitude has a log prior."""
+        if self.parameterization != "rates":
+            return {}
+        names = set(self.parameter_names)
+        return {site: block for site, block in RATE_BLOCKS.items()
+                if set(block) <= names and self.prior[block[0]].kind in LOG_PRIOR_KINDS}
+
     def site_name(self, name: str) -> str:
         """Name of the sample site that carries parameter ``name``."""
+        for site, block in self.rate_blocks.items():
+            if name in block:
+                return site
         return f"log_{name}" if self.prior[name].kind in LOG_PRIOR_KINDS else name
 
     def _global_names(self) -> tuple[str, ...]:
@@ -146,16 +184,19 @@ class XPCSModel:
     @property
     def sampled_sites(self) -> tuple[str, ...]:
         """Latent sample-site names (sampling order)."""
-        return tuple(self.site_name(n) for n in self._global_names())
+        return tuple(dict.fromkeys(self.site_name(n) for n in self._global_names()))
 
     @property
     def site_shapes(self) -> dict[str, tuple[int, ...]]:
         """Latent sample-site name -> shape, in sampling order."""
-        return {self.site_name(n): self.site_shape(n) for n in self._global_names()}
+        blocks = self.rate_blocks
+        return {self.site_name(n): (3,) if self.site_name(n) in blocks else self.site_shape(n)
+                for n in self._global_names()}
 
     @property
     def deterministic_sites(self) -> tuple[str, ...]:
-        """Deterministic sites: physical values of log-sampled parameters, fixed scalings."""
+        """Deterministic sites: physical values of parameters sampled in other coordinates
+        (log, rate blocks), fixed scalings."""
         out = [n for n in self._global_names() if self.site_name(n) != n]
         if self.scaling_mode == "constant":
             out += list(SCALING_PARAMS)
@@ -166,6 +207,16 @@ class XPCSModel:
         if name == NOISE_PARAM or (name in SCALING_PARAMS and self.scaling_mode == "individual"):
             return (self.n_angles,)
         return ()
+
+    def block_prior(self, site: str, t: Any) -> RateBlockPrior:
+        """The prior of rate block ``site`` for frame times ``t`` (s)."""
+        specs = [self.prior[n] for n in self.rate_blocks[site]]
+        box = BlockBox(*(b for spec in specs for b in _site_bounds(spec)))
+        center = 0.5 * (box.a_lo + box.a_hi)
+        scale = float(np.exp(center))
+        return RateBlockPrior(tuple(site_distribution(spec) for spec in specs), box,
+                              jnp.log(reference_time(t)), (center, 0.0, 0.0),
+                              (1.0, scale, scale))
 
     # -- the model -------------------------------------------------------------------------
     def __call__(
@@ -184,7 +235,12 @@ class XPCSModel:
         contrast_fixed: Any = None,
         offset_fixed: Any = None,
     ) -> None:
-        physical = {name: self._sample(name) for name in self._global_names()}
+        physical: dict[str, Any] = {}
+        for site in self.rate_blocks:
+            physical.update(self._sample_block(site, t))
+        physical.update({name: self._sample(name) for name in self._global_names()
+                         if name not in physical})
+        physical = {name: physical[name] for name in self._global_names()}
         if self.scaling_mode == "constant":
             if contrast_fixed is None or offset_fixed is None:
                 raise ShardMCInputError("model_kwargs: per_angle_mode "
@@ -213,19 +269,34 @@ class XPCSModel:
 
     def _sample(self, name: str) -> Any:
         spec = self.prior[name]
-        shape = self.site_shape(name)
-        site = self.site_name(name)
-        if spec.kind == "uniform":
-            return numpyro.sample(site, dist.Uniform(spec.lower, spec.upper).expand(shape))
-        if spec.kind == "truncated_normal":
-            d = dist.TruncatedNormal(spec.loc, spec.scale, low=spec.lower, high=spec.upper)
-            return numpyro.sample(site, d.expand(shape))
-        low, high = np.log(spec.lower), np.log(spec.upper)
-        if spec.kind == "log_uniform":
-            d = dist.Uniform(low, high)
-        else:  # log_normal
-            d = dist.TruncatedNormal(np.log(spec.loc), spec.scale, low=low, high=high)
-        return numpyro.deterministic(name, jnp.exp(numpyro.sample(site, d.expand(shape))))
+        value = numpyro.sample(self.site_name(name),
+                               site_distribution(spec).expand(self.site_shape(name)))
+        if spec.kind in LOG_PRIOR_KINDS:
+            return numpyro.deterministic(name, jnp.exp(value))
+        return value
+
+    def _sample_block(self, site: str, t: Any) -> dict[str, Any]:
+        prior = self.block_prior(site, t)
+        (log_amplitude, exponent, offset), _ = prior.to_site(numpyro.sample(site, prior))
+        values = (jnp.exp(log_amplitude), exponent, offset)
+        return {name: numpyro.deterministic(name, v)
+                for name, v in zip(self.rate_blocks[site], values, strict=True)}
+
+
+def _site_bounds(spec: PriorSpec) -> tuple[float, float]:
+    """A prior's bounds on its site scale (the log for log kinds)."""
+    if spec.kind in LOG_PRIOR_KINDS:
+        return float(np.log(spec.lower)), float(np.log(spec.upper))
+    return spec.lower, spec.upper
+
+
+def site_distribution(spec: PriorSpec) -> dist.Distribution:
+    """A parameter's prior on its site scale: on the log for log kinds (module docstring)."""
+    low, high = _site_bounds(spec)
+    if spec.kind in ("uniform", "log_uniform"):
+        return dist.Uniform(low, high)
+    loc = np.log(spec.loc) if spec.kind == "log_normal" else spec.loc
+    return dist.TruncatedNormal(loc, spec.scale, low=low, high=high)
 
 
 # -- preparing inputs ------------------------------------------------------------------------
@@ -276,15 +347,30 @@ def prepare(model: XPCSModel, data: XPCSData) -> tuple[dict[str, np.ndarray],
 
 
 # -- physical values <-> sample sites ----------------------------------------------------------
-def to_site_values(model: XPCSModel, physical: Mapping[str, Any]) -> dict[str, Any]:
-    """Sample-site values (for ``init_to_value``) from physical values of every latent."""
+def to_site_values(model: XPCSModel, physical: Mapping[str, Any],
+                   t: Any = None) -> dict[str, Any]:
+    """Sample-site values (for ``init_to_value``) from physical values of every latent.
+
+    t: the data's frame times (s); needed when the model has rate blocks."""
     out: dict[str, Any] = {}
+    values = {}
     for name in model._global_names():
         if name not in physical:
             raise ShardMCInputError(f"values: missing physical value for {name!r}")
-        value = np.broadcast_to(np.asarray(physical[name], dtype=np.float64),
-                                model.site_shape(name)).copy()
-        out[model.site_name(name)] = np.log(value) if model.site_name(name) != name else value
+        values[name] = np.broadcast_to(np.asarray(physical[name], dtype=np.float64),
+                                       model.site_shape(name)).copy()
+    for site, block in model.rate_blocks.items():
+        if t is None:
+            raise ShardMCInputError("t: the frame times are needed to map values to the rate "
+                                    f"block {site!r}")
+        amplitude, exponent, offset = (values[n] for n in block)
+        with jax.enable_x64(True):
+            u = model.block_prior(site, t).from_site(np.log(amplitude), exponent, offset)
+            out[site] = np.asarray(u, dtype=np.float64)
+    for name in model._global_names():
+        site = model.site_name(name)
+        if site not in out:
+            out[site] = np.log(values[name]) if site != name else values[name]
     return out
 
 

@@ -195,6 +195,10 @@ def combine_in_rate_space(shard: np.ndarray, coords: list[str], model: XPCSModel
 
     info: reference_times (s), importance_ess (Kish size of the weights, draws),
     valid_fraction (share of combined draws inside every prior's support)."""
+    if model.rate_blocks:
+        raise ValueError("rate_space_consensus: the model samples its power-law blocks in "
+                         f"rate coordinates already ({sorted(model.rate_blocks)}); combine "
+                         "with method='consensus', or build it with parameterization='physical'")
     shard = np.asarray(shard, dtype=float)
     k = shard.shape[0]
     times = reference_times(t)

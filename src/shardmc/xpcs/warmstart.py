@@ -214,7 +214,7 @@ def warm_start(
         spec = model.prior[NOISE_PARAM]
         rms = _per_angle_rms(residual_values, arrays["phi_idx"], model.n_angles)
         physical[NOISE_PARAM] = np.clip(rms, spec.lower, spec.upper)
-    init = to_site_values(model, _inside_priors(model, physical))
+    init = to_site_values(model, _inside_priors(model, physical), data.t)
     points = {k: v for k, v in arrays.items() if k != "scale"}
     if model.noise == "known":
         points["sigma"] = arrays["scale"]
