@@ -202,6 +202,28 @@ def combine_results(results: list[ShardResult], layout: P.ParamLayout, method: s
     return named, P.unconstrain(layout, named), res.info
 
 
+#: Draws per shard used for the per-shard moments of deterministic sites (provenance).
+SHARD_MOMENT_DRAWS = 200
+
+
+def shard_deterministic_moments(model: Callable, probe: ModelProbe,
+                                draws: np.ndarray) -> dict[str, Any]:
+    """Per-shard mean and sd of each scalar deterministic site (e.g. the physical
+    parameters of XPCS rate blocks), from up to SHARD_MOMENT_DRAWS evenly spaced draws of
+    each shard's (K, C, S, d) unconstrained draws. JSON-able, for the provenance."""
+    k, d = draws.shape[0], draws.shape[-1]
+    flat = draws.reshape(k, -1, d)
+    rows = np.unique(np.linspace(0, flat.shape[1] - 1, SHARD_MOMENT_DRAWS).astype(int))
+    picked = flat[:, rows].reshape(-1, d)
+    values = P.deterministic_values(model, probe.subset_kwargs, probe.deterministic_kept,
+                                    P.constrain(probe.layout, picked))
+    scalar = {n: np.asarray(v).reshape(k, len(rows)) for n, v in values.items()
+              if np.ndim(v) == 1}
+    return {"names": list(scalar),
+            "means": [scalar[n].mean(axis=1).tolist() for n in scalar],
+            "sds": [scalar[n].std(axis=1, ddof=1).tolist() for n in scalar]}
+
+
 def fit(
     model: Callable,
     data: dict[str, Any],
@@ -304,6 +326,7 @@ def fit(
         "on_shard_failure": on_shard_failure, "excluded_shards": excluded,
         "shards_used": [r.index for r in results], "prior_scale": 1.0 / len(results),
         "shard_constrained": constrained_shard_means(probe.layout, draws),
+        "shard_deterministic": shard_deterministic_moments(model, probe, draws),
     }
     return Posterior(samples=named, unconstrained=unconstrained,
                      coords=probe.layout.coordinate_names(), shard_draws=draws,

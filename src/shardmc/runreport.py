@@ -154,15 +154,23 @@ def shard_constrained_moments(posterior: Any, names: list[str]) -> tuple[
     (``shard_constrained``) to map each shard's unconstrained draws; ``x`` sampled as
     ``log_x`` is exponentiated. The sd is NaN where the reconstruction does not reproduce
     the recorded shard means (a non-elementwise transform); the mean is then the recorded
-    one. Names with no such coordinate are dropped."""
+    one. Deterministic sites (XPCS rate blocks' parameters) take the moments recorded in
+    ``shard_deterministic``. Names with neither are dropped."""
     info = posterior.provenance.get("shard_constrained") or {}
     coords, bounds = list(info.get("coords") or []), info.get("bounds") or []
     recorded = np.asarray(info.get("means") or np.zeros((0, 0)), float)
     flat = posterior.shard_draws.reshape(posterior.shard_draws.shape[0], -1,
                                          posterior.shard_draws.shape[-1])
+    derived = posterior.provenance.get("shard_deterministic") or {}
     kept, means, sds = [], [], []
     for name in names:
         coord, log = (name, False) if name in coords else (f"log_{name}", True)
+        if name in (derived.get("names") or []) and coord not in coords:
+            i = derived["names"].index(name)  # a deterministic site: recorded moments
+            kept.append(name)
+            means.append(np.asarray(derived["means"][i], float))
+            sds.append(np.asarray(derived["sds"][i], float))
+            continue
         if coord not in coords or coord not in posterior.coords:
             continue
         j, u = coords.index(coord), posterior.coords.index(coord)

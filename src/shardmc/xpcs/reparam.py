@@ -2,28 +2,32 @@
 
 A power-law rate r(t) = A t^p + B (diffusion J with (D0, alpha, D_offset), shear γ̇ with
 (gamma_dot_0, beta, gamma_dot_offset), velocity v with (v0, beta, v_offset)) makes the
-sub-posterior of (log A, p, B) a long *curved* ridge: the data pin the rate over the
-times they cover, not the split between its terms. NUTS mixes badly along such a ridge
-(docs/xpcs.md). In the coordinates
+sub-posterior of (log A, p, B) a long *curved* ridge: the data pin the rate's level and
+slope over the times they cover, not the split between its terms, and NUTS mixes badly
+along such a ridge (docs/xpcs.md). In the coordinates
 
-    x = (log R, s, L),   R = A t_r^p,  s = p R = dr/dlog t at t_r,  L = R + B = r(t_r)
+    x₁ = log A                     (amplitude at 1 s: the parameter table's own bound)
+    x₂ = A (t_r^p − 1) / log t_r   (log-time secant slope of r between 1 s and t_r)
+    x₃ = A t_r^p + B = r(t_r)      (level at t_r)
 
-(t_r a reference time inside the data's time window, :func:`reference_time`) the rate
-near t_r is ``L + s δ + (s²/2R) δ² + …`` with δ = log(t/t_r): level and slope enter
-linearly and only the curvature couples to R, so the ridge is nearly straight.
+with t_r the middle of the data's time window (:func:`reference_time`), level and slope
+stay put along the ridge and only A moves: the ridge is nearly straight. x₁ is the
+amplitude at 1 s, not at t_r, so that the amplitude's bound is x₁'s own interval: with
+log r(t_r) first it became a slanted face which the tempered prior reaches when the data
+do not fix A (α = 0), with a cliff in the conditional slope interval there.
 
 Each block is one sample site of event shape (3,) on the whole real line, distributed as
 the box prior of (log A, p, B) pushed through the bijection u → x → (log A, p, B)
-(:class:`RateBlockPrior`). The map from u to x is triangular: x₁ ranges over an interval,
-and given x₁ (resp. x₁, x₂) the box confines s (resp. L) to an interval. Each coordinate
-is taken from its interval by :func:`soft_interval`, which is *affine* in the bulk
-(x = center + scale·u, whatever the interval) and bends smoothly into the interval's
-ends. (A logit of the position within a conditional interval would not do: it gives back
-a function of p or B itself, hence the curved ridge.) The prior stays exactly the
-table's prior, so prior tempering and combination in these unconstrained coordinates
-stay exact (DESIGN invariant 1): only the sampler's coordinates change.
+(:class:`RateBlockPrior`). The map is triangular: x₁ ranges over [log A_lo, log A_hi];
+given x₁ the exponent bounds confine x₂, and given (x₁, p) the offset bounds confine x₃.
+Each coordinate is taken from its interval by :func:`soft_interval`, which is *affine*
+in the bulk (x = center + scale·u, whatever the interval) and bends smoothly into the
+ends; a logit of the position within a moving interval would give back a function of p
+or B, hence the curve. The prior stays exactly the table's prior, so prior tempering and
+the combination in these unconstrained coordinates stay exact (DESIGN invariant 1).
 
-Jacobians: |det ∂(x₁, s, L)/∂(log A, p, B)| = R, and dx/du from :func:`soft_interval`.
+Jacobians: |det ∂(x₁, x₂, x₃)/∂(log A, p, B)| = A t_r^p, and dx/du by
+:func:`soft_interval`.
 """
 
 from __future__ import annotations
@@ -110,6 +114,7 @@ def _secant(p: Any, tau: Any) -> Any:
 
 
 def _secant_inverse(y: Any, tau: Any) -> Any:
+    """p from y = (e^(pτ) − 1)/τ (y τ > −1 inside the exponent's interval)."""
     small = jnp.abs(tau) < 1e-12
     tau_safe = jnp.where(small, 1.0, tau)
     return jnp.where(small, y, jnp.log1p(y * tau_safe) / tau_safe)
