@@ -206,22 +206,28 @@ def combine_results(results: list[ShardResult], layout: P.ParamLayout, method: s
 SHARD_MOMENT_DRAWS = 200
 
 
-def shard_deterministic_moments(model: Callable, probe: ModelProbe,
-                                draws: np.ndarray) -> dict[str, Any]:
-    """Per-shard mean and sd of each scalar deterministic site (e.g. the physical
-    parameters of XPCS rate blocks), from up to SHARD_MOMENT_DRAWS evenly spaced draws of
-    each shard's (K, C, S, d) unconstrained draws. JSON-able, for the provenance."""
+def deterministics_with_shard_moments(model: Callable, probe: ModelProbe,
+                                      named: dict[str, np.ndarray], draws: np.ndarray
+                                      ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Deterministic sites at the combined draws ``named``, and per-shard mean and sd of
+    each scalar one (e.g. the physical parameters of XPCS rate blocks) from up to
+    SHARD_MOMENT_DRAWS evenly spaced draws of each shard's (K, C, S, d) unconstrained
+    draws, in one batched evaluation (one compile). The moments are JSON-able."""
     k, d = draws.shape[0], draws.shape[-1]
     flat = draws.reshape(k, -1, d)
     rows = np.unique(np.linspace(0, flat.shape[1] - 1, SHARD_MOMENT_DRAWS).astype(int))
-    picked = flat[:, rows].reshape(-1, d)
+    picked = P.constrain(probe.layout, flat[:, rows].reshape(-1, d))
+    s = next(iter(named.values())).shape[0]
+    both = {n: np.concatenate([named[n], picked[n]]) for n in picked}
     values = P.deterministic_values(model, probe.subset_kwargs, probe.deterministic_kept,
-                                    P.constrain(probe.layout, picked))
-    scalar = {n: np.asarray(v).reshape(k, len(rows)) for n, v in values.items()
+                                    both)
+    at_draws = {n: v[:s] for n, v in values.items()}
+    scalar = {n: np.asarray(v[s:]).reshape(k, len(rows)) for n, v in values.items()
               if np.ndim(v) == 1}
-    return {"names": list(scalar),
-            "means": [scalar[n].mean(axis=1).tolist() for n in scalar],
-            "sds": [scalar[n].std(axis=1, ddof=1).tolist() for n in scalar]}
+    moments = {"names": list(scalar),
+               "means": [scalar[n].mean(axis=1).tolist() for n in scalar],
+               "sds": [scalar[n].std(axis=1, ddof=1).tolist() for n in scalar]}
+    return at_draws, moments
 
 
 def fit(
@@ -307,9 +313,9 @@ def fit(
     _raise_failures(results)
     named, unconstrained, info = combine_results(
         results, probe.layout, method, space, seed, dict(combine_options or {}))
-    named.update(P.deterministic_values(model, probe.subset_kwargs,
-                                        probe.deterministic_kept, named))
     draws = np.stack([r.draws for r in results])
+    derived, shard_moments = deterministics_with_shard_moments(model, probe, named, draws)
+    named.update(derived)
     stats = {s: np.stack([r.sample_stats[s] for r in results]) for s in SHARD_STAT_NAMES}
     diag = shard_diagnostics(draws, stats["energy"], stats["diverging"], stats["tree_depth"],
                              config.max_tree_depth)
@@ -326,7 +332,7 @@ def fit(
         "on_shard_failure": on_shard_failure, "excluded_shards": excluded,
         "shards_used": [r.index for r in results], "prior_scale": 1.0 / len(results),
         "shard_constrained": constrained_shard_means(probe.layout, draws),
-        "shard_deterministic": shard_deterministic_moments(model, probe, draws),
+        "shard_deterministic": shard_moments,
     }
     return Posterior(samples=named, unconstrained=unconstrained,
                      coords=probe.layout.coordinate_names(), shard_draws=draws,
