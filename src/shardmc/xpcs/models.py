@@ -211,7 +211,7 @@ class XPCSModel:
     def block_prior(self, site: str, t: Any) -> RateBlockPrior:
         """The prior of rate block ``site`` for frame times ``t`` (s)."""
         specs = [self.prior[n] for n in self.rate_blocks[site]]
-        box = BlockBox(*(b for spec in specs for b in _site_bounds(spec)))
+        box = BlockBox(*(b for spec in specs for b in site_bounds(spec)))
         center = 0.5 * (box.a_lo + box.a_hi)
         scale = float(np.exp(center))
         return RateBlockPrior(tuple(site_distribution(spec) for spec in specs), box,
@@ -240,7 +240,6 @@ class XPCSModel:
             physical.update(self._sample_block(site, t))
         physical.update({name: self._sample(name) for name in self._global_names()
                          if name not in physical})
-        physical = {name: physical[name] for name in self._global_names()}
         if self.scaling_mode == "constant":
             if contrast_fixed is None or offset_fixed is None:
                 raise ShardMCInputError("model_kwargs: per_angle_mode "
@@ -283,7 +282,7 @@ class XPCSModel:
                 for name, v in zip(self.rate_blocks[site], values, strict=True)}
 
 
-def _site_bounds(spec: PriorSpec) -> tuple[float, float]:
+def site_bounds(spec: PriorSpec) -> tuple[float, float]:
     """A prior's bounds on its site scale (the log for log kinds)."""
     if spec.kind in LOG_PRIOR_KINDS:
         return float(np.log(spec.lower)), float(np.log(spec.upper))
@@ -292,7 +291,7 @@ def _site_bounds(spec: PriorSpec) -> tuple[float, float]:
 
 def site_distribution(spec: PriorSpec) -> dist.Distribution:
     """A parameter's prior on its site scale: on the log for log kinds (module docstring)."""
-    low, high = _site_bounds(spec)
+    low, high = site_bounds(spec)
     if spec.kind in ("uniform", "log_uniform"):
         return dist.Uniform(low, high)
     loc = np.log(spec.loc) if spec.kind == "log_normal" else spec.loc

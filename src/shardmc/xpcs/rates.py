@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from shardmc.combine import combine
-from shardmc.xpcs.models import XPCSModel
+from shardmc.xpcs.models import XPCSModel, site_bounds
 from shardmc.xpcs.parameters import LOG_PRIOR_KINDS
 
 #: t_a = T / RATE_TIME_SPAN: the reference times span the data's time window geometrically.
@@ -64,9 +64,8 @@ def reference_times(t: Any) -> np.ndarray:
 
 def _site_interval(model: XPCSModel, name: str) -> tuple[float, float, bool]:
     spec = model.prior[name]
-    log = spec.kind in LOG_PRIOR_KINDS
-    lo, hi = (np.log(spec.lower), np.log(spec.upper)) if log else (spec.lower, spec.upper)
-    return float(lo), float(hi), log
+    lo, hi = site_bounds(spec)
+    return float(lo), float(hi), spec.kind in LOG_PRIOR_KINDS
 
 
 def _log_sigmoid(y: np.ndarray) -> np.ndarray:

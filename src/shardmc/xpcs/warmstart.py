@@ -23,7 +23,14 @@ from scipy.optimize import least_squares
 
 from shardmc.errors import ShardMCInputError
 from shardmc.xpcs.data import XPCSData, estimate_scaling
-from shardmc.xpcs.models import XPCSModel, mean_c2, model_data, model_kwargs, to_site_values
+from shardmc.xpcs.models import (
+    XPCSModel,
+    mean_c2,
+    model_data,
+    model_kwargs,
+    site_bounds,
+    to_site_values,
+)
 from shardmc.xpcs.parameters import LOG_PRIOR_KINDS, NOISE_PARAM, PARAMETER_TABLE, SCALING_PARAMS
 
 #: Points used by the fit at most (a seeded random subset above this).
@@ -80,9 +87,9 @@ def _layout(model: XPCSModel) -> tuple[_Entry, ...]:
     out = []
     for name in _fit_names(model):
         spec = model.prior[name]
-        log = spec.kind in LOG_PRIOR_KINDS
-        lo, hi = (np.log(spec.lower), np.log(spec.upper)) if log else (spec.lower, spec.upper)
-        out.append(_Entry(name, model.site_shape(name), log, float(lo), float(hi)))
+        lo, hi = site_bounds(spec)
+        out.append(_Entry(name, model.site_shape(name), spec.kind in LOG_PRIOR_KINDS,
+                          float(lo), float(hi)))
     return tuple(out)
 
 
