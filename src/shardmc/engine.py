@@ -12,7 +12,8 @@ import numpy as np
 
 from shardmc import params as P
 from shardmc.backends import BACKENDS, Workload, preflight, select_backend
-from shardmc.combine import check_options, combine
+from shardmc.combine import check_options, combine, option_names
+from shardmc.combine.mc_error import combined_mean_error
 from shardmc.diagnostics import shard_diagnostics
 from shardmc.errors import ShardFailedError, ShardMCInputError
 from shardmc.exclusion import apply_failure_policy, validate_policy
@@ -182,6 +183,15 @@ def _versions() -> dict[str, str]:
             "numpy": np.__version__, "python": platform.python_version()}
 
 
+def laplace_option(results: list[ShardResult], method: str) -> dict[str, Any]:
+    """``{"laplace": (K, d, d)}`` when ``method`` takes the shards' Laplace precisions and
+    every shard has one (see :mod:`shardmc.combine.covariance`), else ``{}``."""
+    if "laplace" not in option_names(method) or any(
+            r.laplace_precision is None for r in results):
+        return {}
+    return {"laplace": np.stack([r.laplace_precision for r in results])}
+
+
 def combine_results(results: list[ShardResult], layout: P.ParamLayout, method: str,
                     space: str, seed: int, options: dict[str, Any]):
     """Combine the shards' draws in ``space``; returns (named constrained, unconstrained, info)."""
@@ -193,6 +203,7 @@ def combine_results(results: list[ShardResult], layout: P.ParamLayout, method: s
         draws, info = method(stacked, coords=layout.coordinate_names(), seed=seed, **options)
         return P.constrain(layout, draws), draws, info
     if space == "unconstrained":
+        options = {**laplace_option(results, method), **options}
         res = combine(stacked, method, seed=seed, **options)
         return P.constrain(layout, res.draws), res.draws, res.info
     constrained = np.stack([P.flatten_constrained(layout, P.constrain(layout, d))
@@ -200,6 +211,20 @@ def combine_results(results: list[ShardResult], layout: P.ParamLayout, method: s
     res = combine(constrained, method, seed=seed, **options)
     named = P.unflatten_constrained(layout, res.draws)
     return named, P.unconstrain(layout, named), res.info
+
+
+def _mean_error(results: list[ShardResult], combined: np.ndarray, method: Any, space: str,
+                seed: int, info: dict, options: dict | None, coords: list[str]) -> dict | None:
+    """Monte Carlo error of the combined mean (see :mod:`shardmc.combine.mc_error`) for a
+    named method in unconstrained space; ``auto`` reruns the method it chose."""
+    if not isinstance(method, str) or space != "unconstrained" or len(results) < 2:
+        return None
+    chosen = info.get("chosen", method)
+    opts = {**laplace_option(results, chosen),
+            **{k: v for k, v in (options or {}).items() if k in option_names(chosen)}}
+    draws = np.stack([r.draws for r in results])
+    return combined_mean_error(draws, combined, chosen, lambda z: combine(
+        z, chosen, seed=seed, **opts).draws, coords)
 
 
 #: Draws per shard used for the per-shard moments of deterministic sites (provenance).
@@ -316,6 +341,8 @@ def fit(
     draws = np.stack([r.draws for r in results])
     derived, shard_moments = deterministics_with_shard_moments(model, probe, named, draws)
     named.update(derived)
+    mean_error = _mean_error(results, unconstrained, method, space, seed, info, combine_options,
+                             probe.layout.coordinate_names())
     stats = {s: np.stack([r.sample_stats[s] for r in results]) for s in SHARD_STAT_NAMES}
     diag = shard_diagnostics(draws, stats["energy"], stats["diverging"], stats["tree_depth"],
                              config.max_tree_depth)
@@ -332,7 +359,7 @@ def fit(
         "on_shard_failure": on_shard_failure, "excluded_shards": excluded,
         "shards_used": [r.index for r in results], "prior_scale": 1.0 / len(results),
         "shard_constrained": constrained_shard_means(probe.layout, draws),
-        "shard_deterministic": shard_moments,
+        "shard_deterministic": shard_moments, "combine_mc_error": mean_error,
     }
     return Posterior(samples=named, unconstrained=unconstrained,
                      coords=probe.layout.coordinate_names(), shard_draws=draws,

@@ -198,10 +198,31 @@ def sample_chain(
     return out
 
 
+def laplace_precision(
+    program: ShardProgram,
+    z: jax.Array,
+    data: dict,
+    mask: jax.Array,
+    prior_scale: jax.Array,
+    model_kwargs: dict,
+    init_values: dict,
+) -> jax.Array:
+    """Hessian (d, d) of the shard's potential (tempered prior and likelihood) at the
+    flat unconstrained point ``z``: the precision of its Laplace approximation there.
+    Noise-free, unlike a covariance estimated from draws (see shardmc.combine.covariance)."""
+    _, unravel = _initial_flat_z(
+        program, jax.random.key(0), data, mask, prior_scale, model_kwargs, init_values
+    )
+    _, _, potential_fn = _shard_potential(program, data, mask, prior_scale, model_kwargs, unravel)
+    h = jax.hessian(potential_fn)(z)
+    return 0.5 * (h + h.T)
+
+
 #: Compiled programs, one compile per (program, shapes) in a process. The ``*_chains``
 #: variants vmap over a leading chain axis of the rng keys (and of the warmup outputs).
 warmup_program = jax.jit(warmup_chain, static_argnums=0)
 sample_program = jax.jit(sample_chain, static_argnums=0)
+laplace_program = jax.jit(laplace_precision, static_argnums=0)
 _CHAIN_AXES_WARMUP = (0, None, None, None, None, None, None)
 _CHAIN_AXES_SAMPLE = (0, 0, 0, 0, None, None, None, None, None)
 warmup_program_chains = jax.jit(

@@ -10,6 +10,11 @@ import pandas as pd
 
 from shardmc import heterogeneity as H
 from shardmc.combine.bimodal import detect_modes
+from shardmc.combine.mc_error import (
+    COMBINE_MC_ERROR_TARGET,
+    COMBINE_MC_ERROR_WARN,
+    draws_for_error,
+)
 from shardmc.diagnostics import BFMI_MIN, ESS_MIN, RHAT_MAX
 from shardmc.sampling import (
     DIVERGENCE_RATE_CRITICAL,
@@ -203,6 +208,25 @@ def _combination_issues(prov: dict, draws: np.ndarray, labels: np.ndarray) -> li
     return out
 
 
+def _mc_error_issues(prov: dict) -> list[Issue]:
+    rec = prov.get("combine_mc_error")
+    if not rec:
+        return []
+    err = np.asarray(rec["sd_units"], dtype=float)
+    if not np.isfinite(err).any() or np.nanmax(err) <= COMBINE_MC_ERROR_WARN:
+        return []
+    worst = int(np.nanargmax(err))
+    bad = [c for c, e in zip(rec["coords"], err, strict=True) if e > COMBINE_MC_ERROR_WARN]
+    need = draws_for_error(rec["draws_per_shard"], float(err[worst]))
+    return [Issue("warning", "mc_error",
+                  f"combined means are uncertain by up to {err[worst]:.2f} posterior sd "
+                  f"({rec['coords'][worst]}; {len(bad)} of {err.size} parameters above "
+                  f"{COMBINE_MC_ERROR_WARN}) from the shards' finite draws "
+                  f"({rec['draws_per_shard']} each, {rec['method']}): about {need} draws per "
+                  f"shard (num_samples x num_chains) bring it to {COMBINE_MC_ERROR_TARGET}",
+                  params=bad)]
+
+
 def _exclusion_issues(prov: dict) -> tuple[list[Issue], float]:
     excluded = prov.get("excluded_shards") or []
     total = int(prov.get("num_shards") or 0)
@@ -215,6 +239,12 @@ def _exclusion_issues(prov: dict) -> tuple[list[Issue], float]:
                   f"the posterior uses the other {total - len(excluded)} with the prior "
                   f"re-tempered to 1/{total - len(excluded)} and conditions on their data only",
                   [int(e["index"]) for e in excluded])], frac
+
+
+def _mc_error_column(prov: dict, coords: list[str]) -> np.ndarray:
+    rec = prov.get("combine_mc_error") or {}
+    by_coord = dict(zip(rec.get("coords", []), rec.get("sd_units", []), strict=True))
+    return np.array([by_coord.get(c, np.nan) for c in coords], dtype=float)
 
 
 def diagnose(posterior: Any, *, bounds: dict[str, tuple[float, float]] | None = None,
@@ -260,13 +290,15 @@ def diagnose(posterior: Any, *, bounds: dict[str, tuple[float, float]] | None = 
                                      "them: check identifiability, or use method='bimodal' if "
                                      "shards land in different modes")
     issues += _combination_issues(prov, draws, labels)
+    issues += _mc_error_issues(prov)
     issues.sort(key=lambda i: -SEVERITIES.index(i.severity))
     nan = np.full(len(coords), np.nan)
     params = pd.DataFrame({
         "q": het["q"] if het else nan, "p_value": het["p_value"] if het else nan,
         "i2": het["i2"] if het else nan, "median_skew": np.median(sk, axis=0),
         "median_excess_kurtosis": np.median(ku, axis=0),
-        "bimodal_shards": bimodal.sum(axis=0)}, index=coords)
+        "bimodal_shards": bimodal.sum(axis=0),
+        "combine_mc_error": _mc_error_column(prov, coords)}, index=coords)
     rhat = np.where(np.isfinite(diag["rhat"]), diag["rhat"], -np.inf).max(axis=1)
     shards = pd.DataFrame({
         "divergence_rate": rates, "max_rhat": np.where(np.isfinite(rhat), rhat, np.nan),

@@ -147,6 +147,9 @@ class ShardResult:
     error: str | None = None
     #: Prior scale (1/K') the shard was sampled at; the engine stamps it as results arrive.
     prior_scale: float | None = None
+    #: Hessian (d, d) of the shard's potential at its posterior mean (Laplace precision),
+    #: the noise-free shrinkage target of the consensus weights; None if not finite.
+    laplace_precision: np.ndarray | None = None
 
     @property
     def ok(self) -> bool:
@@ -243,7 +246,16 @@ def _attempt_result(spec, warm, out, t_warm, t_samp, attempt, target) -> ShardRe
         stats=stats,
         num_points=spec.num_points,
         error=None if finite else "non-finite draws or log density",
+        laplace_precision=_laplace_at_mean(spec, z) if finite else None,
     )
+
+
+def _laplace_at_mean(spec: ShardSpec, z: np.ndarray) -> np.ndarray | None:
+    """Laplace precision (d, d) at the mean of the draws (C, S, d); None if not finite."""
+    h = np.asarray(nuts.laplace_program(
+        _program(spec), z.reshape(-1, z.shape[-1]).mean(axis=0), spec.data, spec.mask,
+        np.float64(spec.prior_scale), spec.model_kwargs, spec.init_values))
+    return h if np.isfinite(h).all() else None
 
 
 def _better(a: ShardResult, b: ShardResult) -> bool:

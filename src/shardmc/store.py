@@ -111,6 +111,8 @@ def shard_to_arrays(result: ShardResult, num_shards: int) -> dict[str, np.ndarra
     }
     if result.draws is not None:
         arrays["draws"] = np.asarray(result.draws)
+    if result.laplace_precision is not None:
+        arrays["laplace_precision"] = np.asarray(result.laplace_precision)
     for name, value in result.sample_stats.items():
         arrays[f"sample_stats/{name}"] = np.asarray(value)
     return arrays
@@ -126,7 +128,9 @@ def shard_from_arrays(arrays: Mapping[str, np.ndarray]) -> ShardResult:
         sample_stats={k[len(prefix):]: np.asarray(v) for k, v in arrays.items()
                       if k.startswith(prefix)},
         stats=SamplingStats(**stats), num_points=int(arrays["num_points"]),
-        error=str(arrays["error"]) or None, prior_scale=1.0 / int(arrays["num_shards"]))
+        error=str(arrays["error"]) or None, prior_scale=1.0 / int(arrays["num_shards"]),
+        laplace_precision=(np.asarray(arrays["laplace_precision"])
+                           if "laplace_precision" in arrays else None))
 
 
 def _unwritable(path: Path, exc: OSError) -> ShardMCInputError:

@@ -39,6 +39,11 @@ COMBINERS: dict[str, Callable[..., tuple[np.ndarray, dict]]] = {
 }
 
 
+#: Options ``fit`` fills in from the shard results (the Laplace precisions), not
+#: settable in a run config.
+ENGINE_OPTIONS = ("laplace",)
+
+
 class CombineResult(NamedTuple):
     """Combined draws (S', d), the method used (``auto`` resolved) and its metadata."""
 
@@ -87,7 +92,7 @@ def combine(draws: np.ndarray, method: str = "consensus", *, seed: int = 0,
     return CombineResult(combined, info.get("chosen", method), info)
 
 
-__all__ = ["AUTO_CHOICES", "COMBINERS", "CombineResult", "accumulate_moments",
+__all__ = ["AUTO_CHOICES", "COMBINERS", "ENGINE_OPTIONS", "CombineResult", "accumulate_moments",
            "auto_combine", "bimodal_combine", "check_method", "check_options",
            "choose_method", "combine", "consensus_mc", "detect_modes", "gaussian_product",
            "hierarchical_gaussian", "mean_covariance", "option_names", "robust_consensus_mc",

@@ -10,10 +10,11 @@ from shardmc.combine.covariance import precisions, shard_covariances
 
 def shard_weight_matrices(draws: np.ndarray, diagonal: bool = False,
                           shrinkage: str | bool = "auto",
-                          pooled: np.ndarray | None = None) -> np.ndarray:
+                          pooled: np.ndarray | None = None,
+                          laplace: np.ndarray | None = None) -> np.ndarray:
     """Precision W_k (K, d, d) of each shard's draws (covariances from
     :func:`shardmc.combine.covariance.shard_covariances`); only the diagonal if ``diagonal``."""
-    covs = shard_covariances(draws, shrinkage, pooled)
+    covs = shard_covariances(draws, shrinkage, pooled, laplace)
     if not diagonal:
         return precisions(covs)
     d = covs.shape[-1]
@@ -29,6 +30,7 @@ def consensus_mc(
     diagonal: bool = False,
     shrinkage: str | bool = "auto",
     shard_weights: np.ndarray | None = None,
+    laplace: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Draw-wise precision-weighted average of shard draws.
 
@@ -39,16 +41,19 @@ def consensus_mc(
     sub-posterior is Gaussian (with full W_k).
 
     draws: (K, S, d) unconstrained draws. shard_weights: optional (K,) multipliers of W_k.
+    laplace: optional (K, d, d) Laplace precisions of the shards (``fit`` passes them),
+    the target the sample covariances shrink toward (:mod:`shardmc.combine.covariance`).
     Returns combined draws (S, d) and metadata.
     """
     k, _, _ = draws.shape
-    w = shard_weight_matrices(draws, diagonal, shrinkage)
+    w = shard_weight_matrices(draws, diagonal, shrinkage, laplace=laplace)
     if shard_weights is not None:
         w = w * np.asarray(shard_weights, dtype=float)[:, None, None]
     total = w.sum(axis=0)
     weighted = np.einsum("kij,ksj->si", w, draws)
     combined = np.linalg.solve(total, weighted.T).T
-    info = {"diagonal": diagonal, "shrinkage": str(shrinkage), "num_shards": k}
+    info = {"diagonal": diagonal, "shrinkage": str(shrinkage), "num_shards": k,
+            "laplace_target": laplace is not None}
     return combined, info
 
 
@@ -85,6 +90,7 @@ def gaussian_product(
     seed: int = 0,
     diagonal: bool = False,
     shrinkage: str | bool = "auto",
+    laplace: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Product of Gaussian approximations to the sub-posteriors, with fresh draws.
 
@@ -92,10 +98,10 @@ def gaussian_product(
     UAI (the parametric estimator). Sigma = (sum_k Sigma_k^-1)^-1,
     mu = Sigma sum_k Sigma_k^-1 mu_k (diagonal Sigma_k if ``diagonal``, which drops every
     correlation). Returns ``num_draws`` (default S) draws from N(mu, Sigma), seeded by
-    ``seed``, and {mean, cov} in the metadata.
+    ``seed``, and {mean, cov} in the metadata. laplace: see :func:`consensus_mc`.
     """
     k, s, _ = draws.shape
-    prec = shard_weight_matrices(draws, diagonal, shrinkage)
+    prec = shard_weight_matrices(draws, diagonal, shrinkage, laplace=laplace)
     mean, cov = product_moments(prec.sum(axis=0),
                                 np.einsum("kij,kj->i", prec, draws.mean(axis=1)))
     out = gaussian_draws(mean, cov, num_draws or s, seed)

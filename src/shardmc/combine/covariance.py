@@ -1,10 +1,19 @@
 """Per-shard covariance estimates and their inverses (precisions) for the combiners.
 
-Two shrinkages, both of the Ledoit-Wolf kind (shrink as far as the estimate's own noise
+Three shrinkages, all of the Ledoit-Wolf kind (shrink as far as the estimate's own noise
 justifies):
 
+- toward each shard's Laplace covariance H_k^-1 (the inverse Hessian of its potential at
+  its posterior mean, computed by the engine: no Monte Carlo noise), when the caller
+  passes ``laplace`` precisions; on by default ("auto"). Noise in the sample covariance
+  times the scatter of the shard means is the leading Monte Carlo error of the
+  consensus mean, ~sqrt((d + 2) / S) posterior sds whatever K or the shard size (see
+  :mod:`shardmc.combine.mc_error`): logistic regression, K = 50, d = 11, S = 2 400:
+  mean error 0.18 sd with sample covariances, 0.03 sd shrunk toward H_k^-1 (lambda
+  0.88-1; measured). Where a shard is far from Gaussian the sample covariance differs
+  from H_k^-1 by more than its noise and keeps its weight;
 - within a shard, toward mu I, when a shard has few draws per dimension (Ledoit & Wolf
-  2004); on by default ("auto");
+  2004); on by default ("auto") when no Laplace target is given;
 - across shards ("pooled", opt-in), toward the scaled mean shard covariance c_k C_bar.
   Noise in each shard's estimate, times the scatter of the shard means, is the leading
   Monte Carlo error of the consensus mean (variance ~ (d + 1) / S in posterior sds);
@@ -75,6 +84,32 @@ def pooled_shrinkage(covs: np.ndarray, noise: np.ndarray,
     return lam[:, None, None] * target + (1.0 - lam[:, None, None]) * covs, lam
 
 
+def laplace_shrinkage(draws: np.ndarray,
+                      laplace: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each shard's sample covariance of draws (K, S, d), shrunk toward its Laplace
+    covariance T_k = inv(laplace[k]) by lambda_k = min(1, noise_k / dispersion_k), both
+    measured in coordinates whitened by T_k (where the target is I, every entry's noise
+    counts alike and the ratio concentrates near 1 when the target is right). A shard
+    whose precision (K, d, d) is not finite and positive definite keeps its own (lambda
+    0). Returns (covs, lambdas)."""
+    d = draws.shape[-1]
+    laplace = np.asarray(laplace, dtype=np.float64)
+    eye = np.eye(d)
+    finite = np.isfinite(laplace).all(axis=(1, 2))
+    safe = np.where(finite[:, None, None], laplace, eye)
+    ok = finite & (np.linalg.eigvalsh(safe).min(axis=1) > 0)
+    factor = np.linalg.cholesky(np.where(ok[:, None, None], safe, eye))  # H = F F^T
+    white = np.einsum("kji,ksj->ksi", factor, draws)  # F^T x: covariance I if C = T
+    covs = raw_covariances(draws, "none")
+    dispersion = np.sum((raw_covariances(white, "none") - eye) ** 2, axis=(1, 2))
+    noise = covariance_noise(white)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lam = np.where(dispersion > 0, np.minimum(1.0, noise / dispersion), 1.0)
+    lam = np.where(ok, lam, 0.0)
+    targets = np.linalg.inv(np.where(ok[:, None, None], safe, eye))
+    return lam[:, None, None] * targets + (1.0 - lam[:, None, None]) * covs, lam
+
+
 def _check(shrinkage: str | bool) -> None:
     if shrinkage not in SHRINKAGE_OPTIONS:
         raise ValueError(f"shrinkage: expected one of {SHRINKAGE_OPTIONS}, found {shrinkage!r}")
@@ -98,14 +133,18 @@ def uses_pooling(shrinkage: str | bool) -> bool:
 
 
 def shard_covariances(draws: np.ndarray, shrinkage: str | bool = "auto",
-                      pooled: np.ndarray | None = None) -> np.ndarray:
+                      pooled: np.ndarray | None = None,
+                      laplace: np.ndarray | None = None) -> np.ndarray:
     """Covariance (K, d, d) of each shard's draws (K, S, d).
 
-    shrinkage: "auto" (Ledoit-Wolf within shards with fewer than SHRINKAGE_DRAWS_PER_DIM
-    draws per dimension), "pooled" (that, then pooled across shards), "ledoit-wolf" (or
-    True), "none" (or False). pooled: the mean raw covariance over all shards when ``draws`` is
-    one chunk of them (see :mod:`shardmc.combine.hierarchical`).
+    shrinkage: "auto" (toward the Laplace covariances when ``laplace`` precisions (K, d, d)
+    are given, else Ledoit-Wolf within shards with fewer than SHRINKAGE_DRAWS_PER_DIM draws
+    per dimension), "pooled" (Ledoit-Wolf as "auto", then pooled across shards),
+    "ledoit-wolf" (or True), "none" (or False). pooled: the mean raw covariance over all
+    shards when ``draws`` is one chunk of them (see :mod:`shardmc.combine.hierarchical`).
     """
+    if laplace is not None and shrinkage == "auto":
+        return laplace_shrinkage(draws, laplace)[0]
     covs = raw_covariances(draws, shrinkage)
     k = draws.shape[0]
     if uses_pooling(shrinkage) and (pooled is not None or k >= POOLED_MIN_SHARDS):

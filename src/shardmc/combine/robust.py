@@ -78,6 +78,7 @@ def robust_consensus_mc(
     threshold: float | None = None,
     diagonal: bool = False,
     shrinkage: str | bool = "auto",
+    laplace: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Consensus Monte Carlo with outlier shards down-weighted.
 
@@ -90,14 +91,17 @@ def robust_consensus_mc(
     scores and outliers are in the metadata. The combined target holds the prior to the
     power sum(w)/K (< 1 when shards are down-weighted), reported as ``prior_power``; for an
     exact posterior without a shard, exclude it and re-temper (``on_shard_failure``).
+    laplace: optional (K, d, d) Laplace precisions (tempered with the shards).
     """
     k, _, d = draws.shape
     if threshold is None:
         threshold = default_threshold(k, d)
     scores = outlier_scores(draws)
     weights = robust_weights(scores, threshold)
+    if laplace is not None:
+        laplace = np.asarray(laplace, dtype=float) * weights[:, None, None]
     combined, info = consensus_mc(temper_shards(draws, weights), diagonal=diagonal,
-                                  shrinkage=shrinkage)
+                                  shrinkage=shrinkage, laplace=laplace)
     outliers = [int(i) for i in np.flatnonzero(weights < 1.0)]
     info.update({
         "threshold": float(threshold),

@@ -357,13 +357,13 @@ class CombineConfig(Section):
 
     @model_validator(mode="after")
     def _known_options(self) -> CombineConfig:
-        from shardmc.combine import option_names
+        from shardmc.combine import ENGINE_OPTIONS, option_names
 
         if self.method == RATE_SPACE_METHOD and self.space != "unconstrained":
             raise config_error("space", f"expected 'unconstrained' with method "
                                f"{RATE_SPACE_METHOD!r}, found {self.space!r}")
         allowed = (RATE_SPACE_OPTIONS if self.method == RATE_SPACE_METHOD
-                   else option_names(self.method))
+                   else [n for n in option_names(self.method) if n not in ENGINE_OPTIONS])
         for key in self.options:
             if key not in allowed:
                 raise config_error(f"options.{key_text(key)}", f"expected an option of method "
