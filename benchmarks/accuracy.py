@@ -32,7 +32,7 @@ import numpy as np
 import shardmc
 from shardmc import examples as ex
 from shardmc import params as P
-from shardmc.combine import combine
+from shardmc.combine import combine, option_names
 from shardmc.validate import compare
 
 # benchmarks/dask.py would shadow the dask package (xarray imports it lazily): keep
@@ -41,11 +41,13 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirna
     os.path.abspath(__file__))]
 
 #: Reported name -> (combiner, options). "consensus_pooled" measures pooled shrinkage.
+#: "consensus_sample_cov" is consensus weighted by the shards' sample covariances alone.
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     name: (name, {}) for name in ("consensus", "gaussian", "robust_consensus",
                                   "simple_average", "hierarchical", "bimodal",
                                   "semiparametric", "swiss", "auto")}
 METHODS["consensus_pooled"] = ("consensus", {"shrinkage": "pooled"})
+METHODS["consensus_sample_cov"] = ("consensus", {})  # no Laplace target: weights from draws
 DEFAULT_METHOD = "consensus"
 #: Replicate data sets of the skewed case (one data set is too noisy to rank combiners).
 SKEWED_REPLICATES, SKEWED_REPLICATES_QUICK = 10, 5
@@ -194,7 +196,10 @@ def _named(case: Case, layout: P.ParamLayout, draws: np.ndarray,
 
 
 def _combine_all(case: Case, shard_draws: np.ndarray, layout: P.ParamLayout, ref: dict,
-                 methods: list[str], extra: dict[str, Callable]) -> dict[str, dict[str, Any]]:
+                 methods: list[str], extra: dict[str, Callable],
+                 laplace: np.ndarray | None) -> dict[str, dict[str, Any]]:
+    """Every method on the same shard draws; those that take them get the shards' Laplace
+    precisions, as ``shardmc.fit`` passes them (``consensus_sample_cov``: without)."""
     out = {}
     for name in [*methods, *extra]:
         t1 = time.perf_counter()
@@ -203,6 +208,9 @@ def _combine_all(case: Case, shard_draws: np.ndarray, layout: P.ParamLayout, ref
             chosen = {}
         else:
             method, options = METHODS[name]
+            if laplace is not None and "laplace" in option_names(method) and \
+                    options.get("shrinkage", "auto") == "auto" and name != "consensus_sample_cov":
+                options = {**options, "laplace": laplace}
             res = combine(shard_draws, method, seed=0, **options)
             draws, chosen = res.draws, ({"chosen": res.method} if method == "auto" else {})
         combine_s = time.perf_counter() - t1
@@ -241,7 +249,7 @@ def run_case(case: Case, methods: list[str]) -> list[dict[str, Any]]:
             fit_s += time.perf_counter() - t0
             shard_draws = post.shard_draws.reshape(k, -1, post.shard_draws.shape[-1])
             per_rep.append(_combine_all(case, shard_draws, layout, ref, methods,
-                                        case.extra_methods))
+                                        case.extra_methods, post.shard_laplace))
             warnings = post.diagnose().messages("warning")[:5]
         _log(f"{case.name}: K = {k}: {len(case.datasets)} data set(s), fits {fit_s:.1f} s, "
              f"reference {ref_s:.1f} s")

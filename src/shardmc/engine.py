@@ -363,4 +363,5 @@ def fit(
     }
     return Posterior(samples=named, unconstrained=unconstrained,
                      coords=probe.layout.coordinate_names(), shard_draws=draws,
-                     shard_stats=stats, diagnostics=diag, provenance=provenance)
+                     shard_stats=stats, diagnostics=diag, provenance=provenance,
+                     shard_laplace=laplace_option(results, "consensus").get("laplace"))

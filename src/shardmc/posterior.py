@@ -33,6 +33,8 @@ class Posterior:
     shard_stats: per-draw NUTS statistics (K, C, S_k) by name.
     diagnostics: per-shard diagnostics (see :func:`shardmc.diagnostics.shard_diagnostics`).
     provenance: seed, K, shard sizes, sampler settings, combination, versions (JSON-able).
+    shard_laplace: each shard's Laplace precision (K, d, d) at its posterior mean (the
+    consensus weights' shrinkage target; pass it as ``laplace=`` to recombine), or None.
     """
 
     samples: dict[str, np.ndarray]
@@ -42,6 +44,7 @@ class Posterior:
     shard_stats: dict[str, np.ndarray]
     diagnostics: dict[str, np.ndarray]
     provenance: dict[str, Any] = field(default_factory=dict)
+    shard_laplace: np.ndarray | None = None
 
     @property
     def num_shards(self) -> int:
@@ -90,7 +93,8 @@ class Posterior:
             "unconstrained_posterior": xr.Dataset(
                 {"z": (("draw", "param"), self.unconstrained)}, coords={"param": self.coords}),
             "shard_draws": xr.Dataset({"z": (("shard", "chain", "draw", "param"),
-                                             self.shard_draws)}, coords={"param": self.coords}),
+                                             self.shard_draws), **self._laplace_vars()},
+                                      coords={"param": self.coords}),
             "shard_sample_stats": xr.Dataset(
                 {n: (("shard", "chain", "draw"), v) for n, v in self.shard_stats.items()}),
             "shard_diagnostics": xr.Dataset(
@@ -102,6 +106,11 @@ class Posterior:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             return az.InferenceData(**groups)
+
+    def _laplace_vars(self) -> dict[str, Any]:
+        if self.shard_laplace is None:
+            return {}
+        return {"laplace_precision": (("shard", "param", "param_col"), self.shard_laplace)}
 
     @classmethod
     def from_arviz(cls, idata: az.InferenceData) -> Posterior:
@@ -119,6 +128,8 @@ class Posterior:
             diagnostics={n: np.asarray(v.values)
                          for n, v in idata["shard_diagnostics"].data_vars.items()},
             provenance=json.loads(idata["provenance"].attrs["json"]),
+            shard_laplace=(np.asarray(idata["shard_draws"]["laplace_precision"].values)
+                           if "laplace_precision" in idata["shard_draws"] else None),
         )
 
     def save(self, path: str | Path) -> Path:

@@ -6,7 +6,7 @@ import numpyro.distributions as dist
 import pytest
 
 import shardmc
-from shardmc.examples import linear_regression_data
+from shardmc.examples import linear_regression_data, linear_regression_known_noise
 
 SMALL = {"num_chains": 2, "num_warmup": 150, "num_samples": 200, "adaptive_sampling": False}
 
@@ -68,6 +68,8 @@ def test_to_arviz_and_netcdf_round_trip(tmp_path, posterior):
     assert back.coords == posterior.coords
     assert np.array_equal(back.unconstrained, posterior.unconstrained)
     assert np.array_equal(back.shard_draws, posterior.shard_draws)
+    assert back.shard_laplace.shape == (4, 3, 3)
+    assert np.array_equal(back.shard_laplace, posterior.shard_laplace)
     for name, v in posterior.samples.items():
         assert np.array_equal(back.samples[name], v)
     for name, v in posterior.diagnostics.items():
@@ -108,3 +110,23 @@ def test_mass_matrix_adapts_in_whitened_coordinates():
     assert post.samples["mu_y"].std() == pytest.approx(1e-6, rel=0.2)
     assert post.samples["mu_z"].std() == pytest.approx(1.0, rel=0.2)
     assert post.shard_stats["n_steps"].mean() < 8
+
+
+def test_laplace_precision_is_the_exact_shard_precision_of_a_conjugate_model():
+    """Gaussian model: each shard's Laplace precision is X_k'X_k / noise^2 + I / (K prior
+    var) exactly (the Hessian does not depend on where it is taken), the consensus
+    weights shrink toward it, and the combined mean's Monte Carlo error is recorded."""
+    from shardmc.examples import CONJUGATE_NOISE_SD, CONJUGATE_PRIOR_SD
+    from shardmc.sharding import assign_points
+    data = linear_regression_data(2_000, 3, seed=1)
+    post = shardmc.fit(linear_regression_known_noise, data, 4, seed=2, **SMALL)
+    layout = assign_points(2_000, 4, "random", seed=2)
+    for k in range(4):
+        x = data["x"][layout.indices[k][layout.mask[k]]]
+        exact = x.T @ x / CONJUGATE_NOISE_SD**2 + np.eye(3) / (4 * CONJUGATE_PRIOR_SD**2)
+        np.testing.assert_allclose(post.shard_laplace[k], exact, rtol=1e-10)
+    assert post.provenance["combine_info"]["laplace_target"] is True
+    rec = post.provenance["combine_mc_error"]
+    assert rec["coords"] == post.coords and rec["draws_per_shard"] == 400
+    # with exact weights only the shards' mean error is left: ~1/sqrt(400) = 0.05 sd
+    assert max(rec["sd_units"]) < 0.15

@@ -155,22 +155,29 @@ def test_robust_consensus_leaves_clean_shards_alone(correlated):
     assert combine(draws, "auto").method == "consensus"
 
 
-@pytest.mark.parametrize("shrinkage", ["auto", "pooled"])
-def test_hierarchical_equals_one_pass_gaussian_product(shrinkage):
+@pytest.mark.parametrize(("shrinkage", "laplace"),
+                         [("auto", False), ("pooled", False), ("auto", True)])
+def test_hierarchical_equals_one_pass_gaussian_product(shrinkage, laplace):
     """2 000 shards streamed 64 at a time: same moments and draws as the one-pass product,
     up to summation order (1e-10). Pooled shrinkage takes a first pass for the pooled
-    covariance shape."""
+    covariance shape; Laplace targets are sliced with the chunks."""
     rng = np.random.default_rng(2)
     k, s, d = 2000, 200, 4
-    draws = rng.normal(size=(k, s, d)) @ np.linalg.cholesky(equicorrelation(d, 0.6)).T
+    corr = equicorrelation(d, 0.6)
+    draws = rng.normal(size=(k, s, d)) @ np.linalg.cholesky(corr).T
     draws += rng.normal(size=(k, 1, d))
-    one = combine(draws, "gaussian", seed=9, shrinkage=shrinkage)
-    hier = combine(draws, "hierarchical", seed=9, chunk_size=64, shrinkage=shrinkage)
+    opts = {"shrinkage": shrinkage}
+    if laplace:
+        opts["laplace"] = np.linalg.inv(corr)[None] * rng.uniform(0.8, 1.2, (k, 1, 1))
+    one = combine(draws, "gaussian", seed=9, **opts)
+    hier = combine(draws, "hierarchical", seed=9, chunk_size=64, **opts)
     np.testing.assert_allclose(hier.info["mean"], one.info["mean"], rtol=0, atol=1e-10)
     np.testing.assert_allclose(hier.info["cov"], one.info["cov"], rtol=0, atol=1e-10)
     np.testing.assert_allclose(hier.draws, one.draws, rtol=0, atol=1e-10)
     # streaming from any re-readable source (e.g. shard files), one chunk in memory
     chunks = lambda: (draws[i:i + 500] for i in range(0, k, 500))  # noqa: E731
+    if laplace:
+        return
     streamed = accumulate_moments(chunks(), shrinkage=shrinkage,
                                   pooled=mean_covariance(chunks(), shrinkage))
     assert streamed[2] == k

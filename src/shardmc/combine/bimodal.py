@@ -117,6 +117,7 @@ def bimodal_combine(
     rescale: bool = True,
     diagonal: bool = False,
     shrinkage: str | bool = "auto",
+    laplace: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Mode-aware consensus: cluster shards by their means, combine each mode separately.
 
@@ -135,13 +136,15 @@ def bimodal_combine(
     base = {"bimodal": split.bimodal, "reason": split.reason,
             "separation": split.separation, "gap": split.gap, "coordinate": split.coordinate}
     if not split.bimodal:
-        combined, info = consensus_mc(draws, diagonal=diagonal, shrinkage=shrinkage)
+        combined, info = consensus_mc(draws, diagonal=diagonal, shrinkage=shrinkage,
+                                      laplace=laplace)
         return combined, {**info, **base, "num_modes": 1}
     counts = allocate(s, np.asarray(split.weights))
     parts, modes = [], []
     for g in (0, 1):
         members = np.flatnonzero(split.labels == g)
-        mode, _ = consensus_mc(draws[members], diagonal=diagonal, shrinkage=shrinkage)
+        mode, _ = consensus_mc(draws[members], diagonal=diagonal, shrinkage=shrinkage,
+                               laplace=None if laplace is None else laplace[members])
         mean = mode.mean(axis=0)
         if rescale:
             mode = mean + (mode - mean) * np.sqrt(members.size / k)

@@ -32,22 +32,27 @@ def accumulate_moments(
     diagonal: bool = False,
     shrinkage: str | bool = "auto",
     pooled: np.ndarray | None = None,
+    laplace: Iterable[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Sum of shard precisions W_k (d, d) and of W_k mu_k (d,) over chunks of shard draws.
 
     chunks: arrays (K_i, S, d), e.g. slices of a memory-mapped array or shards read from a
     run directory, so only one chunk is in memory. pooled: the mean shard covariance
     (:func:`mean_covariance`, a first pass) for pooled shrinkage; without it each chunk is
-    pooled on its own. Returns (sum W_k, sum W_k mu_k, K). No synthetic draws are made on
+    pooled on its own. laplace: the shards' Laplace precisions (K_i, d, d), chunk by
+    chunk in step with ``chunks`` (see :func:`shardmc.combine.consensus.consensus_mc`).
+    Returns (sum W_k, sum W_k mu_k, K). No synthetic draws are made on
     the way (recombining synthetic draws from partial products is what inflated the
     reference's precision).
     """
     prec_sum: np.ndarray | None = None
     prec_mean_sum: np.ndarray | None = None
     count = 0
+    targets = iter(laplace) if laplace is not None else None
     for chunk in chunks:
         chunk = np.asarray(chunk, dtype=np.float64)
-        w = shard_weight_matrices(chunk, diagonal, shrinkage, pooled)
+        w = shard_weight_matrices(chunk, diagonal, shrinkage, pooled,
+                                  None if targets is None else next(targets))
         wm = np.einsum("kij,kj->i", w, chunk.mean(axis=1))
         ws = w.sum(axis=0)
         prec_sum = ws if prec_sum is None else prec_sum + ws
@@ -72,6 +77,7 @@ def hierarchical_gaussian(
     seed: int = 0,
     diagonal: bool = False,
     shrinkage: str | bool = "auto",
+    laplace: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict]:
     """The parametric product of Neiswanger, Wang & Xing (2014, UAI) computed by streaming.
 
@@ -80,14 +86,16 @@ def hierarchical_gaussian(
     covariance), then N(mu, Sigma) is drawn once: the same result as
     :func:`shardmc.combine.consensus.gaussian_product` up to summation order. Meant for
     thousands of shards, or for draws that do not fit in memory (pass an np.memmap, or
-    call :func:`accumulate_moments` on any iterator of chunks).
+    call :func:`accumulate_moments` on any iterator of chunks). laplace: (K, d, d), see
+    :func:`shardmc.combine.consensus.consensus_mc`.
     """
     k, s, _ = draws.shape
     pooled = None
     if uses_pooling(shrinkage) and k >= POOLED_MIN_SHARDS:  # first pass: the pooled shape
         pooled = mean_covariance(iter_chunks(draws, chunk_size), shrinkage)
     prec_sum, prec_mean_sum, k = accumulate_moments(
-        iter_chunks(draws, chunk_size), diagonal=diagonal, shrinkage=shrinkage, pooled=pooled)
+        iter_chunks(draws, chunk_size), diagonal=diagonal, shrinkage=shrinkage, pooled=pooled,
+        laplace=None if laplace is None else iter_chunks(np.asarray(laplace), chunk_size))
     mean, cov = product_moments(prec_sum, prec_mean_sum)
     out = gaussian_draws(mean, cov, num_draws or s, seed)
     return out, {"mean": mean.tolist(), "cov": cov.tolist(), "num_shards": k,

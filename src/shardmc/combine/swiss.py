@@ -15,7 +15,8 @@ def _sym_power(a: np.ndarray, power: float) -> np.ndarray:
         vecs, -1, -2)
 
 
-def swiss(draws: np.ndarray, *, shrinkage: str | bool = "auto") -> tuple[np.ndarray, dict]:
+def swiss(draws: np.ndarray, *, shrinkage: str | bool = "auto",
+          laplace: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """Subposteriors with Inflation, Scaling and Shifting.
 
     Vyner, Nemeth & Sherlock (2023), "SwISS: A scalable Markov chain Monte Carlo
@@ -24,9 +25,10 @@ def swiss(draws: np.ndarray, *, shrinkage: str | bool = "auto") -> tuple[np.ndar
     of the Gaussian product of the sub-posteriors, and all K S mapped draws are pooled.
     Each shard keeps its own shape (skew, tails); the sub-posteriors' shape, not the full
     posterior's, is what survives, so it helps when shape does not shrink with shard size.
+    laplace: see :func:`shardmc.combine.consensus.consensus_mc`.
     """
     k, s, d = draws.shape
-    covs = shard_covariances(draws, shrinkage)
+    covs = shard_covariances(draws, shrinkage, laplace=laplace)
     prec = precisions(covs)
     means = draws.mean(axis=1)
     mean, cov = product_moments(prec.sum(axis=0), np.einsum("kij,kj->i", prec, means))
