@@ -57,6 +57,9 @@ class SamplerConfig:
     chain_method: str = "sequential"
     max_attempts: int = 3
     divergence_threshold: float = DIVERGENCE_RATE_HIGH
+    #: Compute each shard's Laplace precision at its posterior mean (one Hessian, one more
+    #: compiled program per shard shape): the consensus weights' shrinkage target.
+    laplace_target: bool = True
 
 
 @dataclass(frozen=True)
@@ -246,7 +249,8 @@ def _attempt_result(spec, warm, out, t_warm, t_samp, attempt, target) -> ShardRe
         stats=stats,
         num_points=spec.num_points,
         error=None if finite else "non-finite draws or log density",
-        laplace_precision=_laplace_at_mean(spec, z) if finite else None,
+        laplace_precision=(_laplace_at_mean(spec, z) if finite and spec.config.laplace_target
+                           else None),
     )
 
 

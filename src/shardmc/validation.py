@@ -77,7 +77,7 @@ def validate_config(cfg: SamplerConfig) -> SamplerConfig:
            cfg.init_mass)
     _check(cfg.chain_method in CHAIN_METHODS, "sampler.chain_method",
            f"one of {CHAIN_METHODS}", cfg.chain_method)
-    for name in ("dense_mass", "adapt_mass_matrix", "adaptive_sampling"):
+    for name in ("dense_mass", "adapt_mass_matrix", "adaptive_sampling", "laplace_target"):
         _check(isinstance(getattr(cfg, name), bool), f"sampler.{name}", "True or False",
                getattr(cfg, name))
     return cfg

@@ -268,6 +268,9 @@ class SamplingConfig(Section):
     divergence_threshold: Annotated[Number, Field(ge=0, le=1)] = Field(
         _SAMPLER.divergence_threshold, description="divergence rate above which a shard is "
         "retried, in [0, 1]")
+    laplace_target: Bool = Field(_SAMPLER.laplace_target, description="compute each "
+                                 "shard's Laplace precision (Hessian at its posterior mean) "
+                                 "as the consensus weights' shrinkage target")
     warm_start: Bool = Field(True, description="least-squares warm start initialises NUTS "
                              "(init_strategy value)")
 
