@@ -241,7 +241,7 @@ def run_case(case: Case, methods: list[str]) -> list[dict[str, Any]]:
     ref_kind = refs[0][1]
     rows = []
     for k in case.shard_counts:
-        per_rep, fit_s, warnings = [], 0.0, []
+        per_rep, fit_s, warnings, mc_errors = [], 0.0, [], []
         for data, (ref, _) in zip(case.datasets, refs, strict=True):
             t0 = time.perf_counter()
             post = shardmc.fit(case.model, data, k, seed=0, model_kwargs=case.model_kwargs,
@@ -251,6 +251,8 @@ def run_case(case: Case, methods: list[str]) -> list[dict[str, Any]]:
             per_rep.append(_combine_all(case, shard_draws, layout, ref, methods,
                                         case.extra_methods, post.shard_laplace))
             warnings = post.diagnose().messages("warning")[:5]
+            rec = post.provenance.get("combine_mc_error") or {}
+            mc_errors.append(max(rec.get("sd_units") or [float("nan")]))
         _log(f"{case.name}: K = {k}: {len(case.datasets)} data set(s), fits {fit_s:.1f} s, "
              f"reference {ref_s:.1f} s")
         results = _mean_over(per_rep)
@@ -261,7 +263,10 @@ def run_case(case: Case, methods: list[str]) -> list[dict[str, Any]]:
                      "draws_per_shard": int(post.shard_draws.shape[1] * post.shard_draws.shape[2]),
                      "default_method": case.default_method,
                      "default_goal_met": results.get(case.default_method, {}).get("passes"),
-                     "diagnose_warnings": warnings, "results": results})
+                     "diagnose_warnings": warnings,
+                     # jackknife MC error of the default combination (worst coordinate, sd)
+                     "default_mc_error_max": round(float(np.mean(mc_errors)), 4),
+                     "results": results})
     return rows
 
 
