@@ -33,6 +33,7 @@ import shardmc
 from shardmc import examples as ex
 from shardmc import params as P
 from shardmc.combine import combine, option_names
+from shardmc.refine import importance_refine
 from shardmc.validate import compare
 
 # benchmarks/dask.py would shadow the dask package (xarray imports it lazily): keep
@@ -233,7 +234,19 @@ def _mean_over(replicates: list[dict[str, dict[str, Any]]]) -> dict[str, dict[st
     return out
 
 
-def run_case(case: Case, methods: list[str]) -> list[dict[str, Any]]:
+def _refined(case: Case, post: Any, data: dict[str, np.ndarray], ref: dict) -> dict[str, Any]:
+    """The default combination corrected by importance sampling on the full data
+    (:func:`shardmc.refine.importance_refine`), with its Pareto k-hat and ESS."""
+    t1 = time.perf_counter()
+    refined = importance_refine(post, case.model, data, model_kwargs=case.model_kwargs)
+    comp = compare({n: refined.samples[n] for n in ref}, ref)
+    info = refined.provenance["refine"]
+    return {**comp.worst(), "passes": float(comp.passes()),
+            "combine_s": time.perf_counter() - t1, "pareto_k": info["pareto_k"],
+            "importance_ess": float(info["importance_ess"])}
+
+
+def run_case(case: Case, methods: list[str], refine: bool = True) -> list[dict[str, Any]]:
     layout = _layout(case)
     t0 = time.perf_counter()
     refs = [reference() for reference in case.references]  # once per data set, for all K
@@ -250,6 +263,8 @@ def run_case(case: Case, methods: list[str]) -> list[dict[str, Any]]:
             shard_draws = post.shard_draws.reshape(k, -1, post.shard_draws.shape[-1])
             per_rep.append(_combine_all(case, shard_draws, layout, ref, methods,
                                         case.extra_methods, post.shard_laplace))
+            if refine:
+                per_rep[-1]["consensus+importance"] = _refined(case, post, data, ref)
             warnings = post.diagnose().messages("warning")[:5]
             rec = post.provenance.get("combine_mc_error") or {}
             mc_errors.append(max(rec.get("sd_units") or [float("nan")]))
@@ -276,6 +291,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller data sets and runs")
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--no-refine", action="store_true",
+                        help="skip the importance-corrected default (consensus+importance)")
     parser.add_argument("--replicates", type=int, default=None,
                         help="data sets for the skewed case (default 10, quick 5)")
     args = parser.parse_args()
@@ -294,7 +311,7 @@ def main() -> None:
         if args.replicates and len(case.datasets) > 1:
             case.datasets = case.datasets[:args.replicates]
             case.references = case.references[:args.replicates]
-        out["cases"].extend(run_case(case, list(args.methods)))
+        out["cases"].extend(run_case(case, list(args.methods), not args.no_refine))
     out["total_s"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(out, indent=2))
 

@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "fit": "shardmc.engine",
+    "importance_refine": "shardmc.refine",
     "load": "shardmc.posterior",
     "Posterior": "shardmc.posterior",
     "SamplerConfig": "shardmc.sampling",

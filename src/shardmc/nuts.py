@@ -218,11 +218,29 @@ def laplace_precision(
     return 0.5 * (h + h.T)
 
 
+def potential_batch(
+    program: ShardProgram,
+    draws: jax.Array,
+    data: dict,
+    mask: jax.Array,
+    prior_scale: jax.Array,
+    model_kwargs: dict,
+    init_values: dict,
+) -> jax.Array:
+    """Potential energy (B,) of the (tempered) shard at each flat unconstrained draw (B, d)."""
+    _, unravel = _initial_flat_z(
+        program, jax.random.key(0), data, mask, prior_scale, model_kwargs, init_values
+    )
+    _, _, potential_fn = _shard_potential(program, data, mask, prior_scale, model_kwargs, unravel)
+    return jax.vmap(potential_fn)(draws)
+
+
 #: Compiled programs, one compile per (program, shapes) in a process. The ``*_chains``
 #: variants vmap over a leading chain axis of the rng keys (and of the warmup outputs).
 warmup_program = jax.jit(warmup_chain, static_argnums=0)
 sample_program = jax.jit(sample_chain, static_argnums=0)
 laplace_program = jax.jit(laplace_precision, static_argnums=0)
+potential_program = jax.jit(potential_batch, static_argnums=0)
 _CHAIN_AXES_WARMUP = (0, None, None, None, None, None, None)
 _CHAIN_AXES_SAMPLE = (0, 0, 0, 0, None, None, None, None, None)
 warmup_program_chains = jax.jit(

@@ -182,8 +182,8 @@ def _shape_issues(sk, ku, coords) -> list[Issue]:
             "warning", "gaussianity",
             f"{coords[j]}: sub-posteriors are non-Gaussian (median |skew| {med_s[j]:.2f}, "
             f"excess kurtosis {med_k[j]:.2f} over {sk.shape[0]} shards); consensus assumes "
-            "Gaussian shards: use fewer, larger shards, reparameterise, or use "
-            "method='semiparametric' (few parameters)", params=[coords[j]]))
+            "Gaussian shards: correct it with shardmc.importance_refine(post, model, "
+            "data), use fewer, larger shards, or reparameterise", params=[coords[j]]))
     return out
 
 
@@ -225,6 +225,18 @@ def _mc_error_issues(prov: dict) -> list[Issue]:
                   f"({rec['draws_per_shard']} each, {rec['method']}): about {need} draws per "
                   f"shard (num_samples x num_chains) bring it to {COMBINE_MC_ERROR_TARGET}",
                   params=bad)]
+
+
+def _refine_issues(prov: dict) -> list[Issue]:
+    info = prov.get("refine")
+    if not info:
+        return []
+    text = (f"importance correction on the full data: Pareto k-hat {info['pareto_k']:.2f}, "
+            f"importance ESS {info['importance_ess']:.0f} of {info['proposal_draws']} draws")
+    if info["reliable"]:
+        return [Issue("info", "refine", text)]
+    return [Issue("warning", "refine", text + " (k-hat above 0.7: the CMC posterior is too "
+                  "far from the full one for the correction to be trusted; use larger shards)")]
 
 
 def _exclusion_issues(prov: dict) -> tuple[list[Issue], float]:
@@ -291,6 +303,7 @@ def diagnose(posterior: Any, *, bounds: dict[str, tuple[float, float]] | None = 
                                      "shards land in different modes")
     issues += _combination_issues(prov, draws, labels)
     issues += _mc_error_issues(prov)
+    issues += _refine_issues(prov)
     issues.sort(key=lambda i: -SEVERITIES.index(i.severity))
     nan = np.full(len(coords), np.nan)
     params = pd.DataFrame({

@@ -185,6 +185,14 @@ def execute(cfg: Any, store: RunStore, *, resume: bool, progress: bool | None = 
             post = shardmc.fit(inputs.model, inputs.points, model_kwargs=inputs.model_kwargs,
                                on_shard_done=store.write_shard, lookup=store.lookup,
                                **fit_kwargs)
+            if cfg.combine.importance_refine:
+                post = shardmc.importance_refine(post, inputs.model, inputs.points,
+                                                 model_kwargs=inputs.model_kwargs,
+                                                 seed=inputs.seed)
+                info = post.provenance["refine"]
+                echo(f"Importance correction on all {n} points: Pareto k-hat "
+                     f"{info['pareto_k']:.2f}, importance ESS {info['importance_ess']:.0f}"
+                     + ("" if info["reliable"] else " (unreliable: k-hat above 0.7)") + ".")
         except Exception:
             store.update_manifest(state="failed")
             raise

@@ -20,7 +20,7 @@ from shardmc.cli import EXIT_BAD_INPUT, EXIT_OK
 #: A small static dataset and short chains: the whole module runs in about a minute.
 K = 6
 OVERRIDES = ["--set", "sampling.num_chains=1", "--set", "sampling.num_warmup=150",
-             "--set", "sampling.num_samples=150"]
+             "--set", "sampling.num_samples=150", "--set", "combine.importance_refine=true"]
 #: Seconds allowed for one CLI call, and for the killed run to write its first shards.
 CALL_TIMEOUT = 600
 KILL_WAIT = 300
@@ -63,6 +63,8 @@ def test_run_writes_every_output_and_each_loads(finished_run):
     out = finished_run
     post = shardmc.load(out / "posterior.nc")
     assert post.num_shards == K and {"D0", "alpha", "D_offset"} <= set(post.samples)
+    refine = post.provenance["refine"]  # combine.importance_refine
+    assert refine["proposal_draws"] == 150 and refine["importance_ess"] > 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["state"] == "finished" and manifest["num_shards"] == K
     assert sorted(s["index"] for s in manifest["shards"]) == list(range(K))

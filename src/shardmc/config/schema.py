@@ -357,6 +357,9 @@ class CombineConfig(Section):
                                            "are combined in")
     options: dict[str, Any] = Field(default_factory=dict, description="keyword options of "
                                     "the method (see docs/combining.md)")
+    importance_refine: Bool = Field(False, description="correct the combined posterior by "
+                                    "importance sampling on the full data (Pareto-smoothed; "
+                                    "costs one likelihood evaluation per draw, in the driver)")
 
     @model_validator(mode="after")
     def _known_options(self) -> CombineConfig:
