@@ -98,7 +98,7 @@ def test_diagnose_flags_heterogeneous_and_skewed_shards():
     assert kinds["heterogeneity"].params == ["x[0]"]
     assert "shard means disagree beyond their own spread" in kinds["heterogeneity"].message
     assert kinds["gaussianity"].params == ["x[1]"]
-    assert "method='semiparametric'" in kinds["gaussianity"].message
+    assert "importance_refine" in kinds["gaussianity"].message
 
 
 def test_diagnose_reports_shards_split_into_modes():

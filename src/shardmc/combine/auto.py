@@ -13,7 +13,7 @@ Rules, in order:
 
 ``hierarchical`` (streamed inputs) and the shape-keeping ``semiparametric`` / ``swiss``
 are never picked automatically; :meth:`shardmc.posterior.Posterior.diagnose` says when
-sub-posteriors are non-Gaussian enough to try them.
+sub-posteriors are non-Gaussian and points to :func:`shardmc.refine.importance_refine`.
 """
 
 from __future__ import annotations
