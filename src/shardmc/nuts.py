@@ -78,6 +78,15 @@ def _initial_flat_z(program, rng_key, data, mask, prior_scale, model_kwargs, ini
     return ravel_pytree(info.z)
 
 
+def _flat_potential(program: ShardProgram, data, mask, prior_scale, model_kwargs,
+                    init_values) -> Callable:
+    """The shard's potential as a function of the flat unconstrained vector (traced)."""
+    _, unravel = _initial_flat_z(
+        program, jax.random.key(0), data, mask, prior_scale, model_kwargs, init_values
+    )
+    return _shard_potential(program, data, mask, prior_scale, model_kwargs, unravel)[2]
+
+
 def hessian_inverse_mass(potential_fn: Callable, flat_z: jax.Array, dense: bool) -> jax.Array:
     """Initial inverse mass matrix from the potential's Hessian at the initial point.
 
@@ -171,10 +180,7 @@ def sample_chain(
     init_values: dict,
 ):
     """Sample one chain from ``z0`` with fixed adapted step size and mass matrix."""
-    _, unravel = _initial_flat_z(
-        program, jax.random.key(0), data, mask, prior_scale, model_kwargs, init_values
-    )
-    _, _, potential_fn = _shard_potential(program, data, mask, prior_scale, model_kwargs, unravel)
+    potential_fn = _flat_potential(program, data, mask, prior_scale, model_kwargs, init_values)
     init_kernel, sample_kernel = hmc(potential_fn=potential_fn, algo="NUTS")
     state = init_kernel(
         z0,
@@ -210,10 +216,7 @@ def laplace_precision(
     """Hessian (d, d) of the shard's potential (tempered prior and likelihood) at the
     flat unconstrained point ``z``: the precision of its Laplace approximation there.
     Noise-free, unlike a covariance estimated from draws (see shardmc.combine.covariance)."""
-    _, unravel = _initial_flat_z(
-        program, jax.random.key(0), data, mask, prior_scale, model_kwargs, init_values
-    )
-    _, _, potential_fn = _shard_potential(program, data, mask, prior_scale, model_kwargs, unravel)
+    potential_fn = _flat_potential(program, data, mask, prior_scale, model_kwargs, init_values)
     h = jax.hessian(potential_fn)(z)
     return 0.5 * (h + h.T)
 
@@ -228,10 +231,7 @@ def potential_batch(
     init_values: dict,
 ) -> jax.Array:
     """Potential energy (B,) of the (tempered) shard at each flat unconstrained draw (B, d)."""
-    _, unravel = _initial_flat_z(
-        program, jax.random.key(0), data, mask, prior_scale, model_kwargs, init_values
-    )
-    _, _, potential_fn = _shard_potential(program, data, mask, prior_scale, model_kwargs, unravel)
+    potential_fn = _flat_potential(program, data, mask, prior_scale, model_kwargs, init_values)
     return jax.vmap(potential_fn)(draws)
 
 
