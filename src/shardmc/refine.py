@@ -117,6 +117,7 @@ def importance_refine(posterior: Posterior, model: Callable, data: dict[str, Any
     named.update(P.deterministic_values(model, probe.subset_kwargs,
                                         probe.deterministic_kept, named))
     refine = {"method": "psis", "pareto_k": float(khat), "reliable": bool(khat < PSIS_K_MAX),
+              "applied": True,
               "importance_ess": round(ess, 1), "proposal": f"multivariate t, df {df}",
               "proposal_draws": num, "seed": seed, "num_points": n}
     # the combination's Monte Carlo error describes the proposal, not these draws

@@ -235,8 +235,10 @@ def _refine_issues(prov: dict) -> list[Issue]:
             f"importance ESS {info['importance_ess']:.0f} of {info['proposal_draws']} draws")
     if info["reliable"]:
         return [Issue("info", "refine", text)]
+    kept = "" if info.get("applied", True) else "; not applied, the CMC draws are kept"
     return [Issue("warning", "refine", text + " (k-hat above 0.7: the CMC posterior is too "
-                  "far from the full one for the correction to be trusted; use larger shards)")]
+                  f"far from the full one for the correction to be trusted{kept}; use larger "
+                  "shards)")]
 
 
 def _exclusion_issues(prov: dict) -> tuple[list[Issue], float]:

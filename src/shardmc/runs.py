@@ -11,6 +11,7 @@ and stored draws round-trip exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -186,13 +187,7 @@ def execute(cfg: Any, store: RunStore, *, resume: bool, progress: bool | None = 
                                on_shard_done=store.write_shard, lookup=store.lookup,
                                **fit_kwargs)
             if cfg.combine.importance_refine:
-                post = shardmc.importance_refine(post, inputs.model, inputs.points,
-                                                 model_kwargs=inputs.model_kwargs,
-                                                 seed=inputs.seed)
-                info = post.provenance["refine"]
-                echo(f"Importance correction on all {n} points: Pareto k-hat "
-                     f"{info['pareto_k']:.2f}, importance ESS {info['importance_ess']:.0f}"
-                     + ("" if info["reliable"] else " (unreliable: k-hat above 0.7)") + ".")
+                post = _refined(post, inputs, n, echo)
         except Exception:
             store.update_manifest(state="failed")
             raise
@@ -205,6 +200,24 @@ def execute(cfg: Any, store: RunStore, *, resume: bool, progress: bool | None = 
 
             write_report(store.path)
     return summary
+
+
+def _refined(post: Any, inputs: Any, n: int, echo: Callable[[str], None]) -> Any:
+    """The importance-corrected posterior (combine.importance_refine) when its Pareto
+    k-hat says it can be trusted; else the CMC posterior, with the attempt recorded."""
+    from shardmc.refine import PSIS_K_MAX, importance_refine
+
+    refined = importance_refine(post, inputs.model, inputs.points,
+                                        model_kwargs=inputs.model_kwargs, seed=inputs.seed)
+    info = refined.provenance["refine"]
+    text = (f"Importance correction on all {n} points: Pareto k-hat {info['pareto_k']:.2f}, "
+            f"importance ESS {info['importance_ess']:.0f} of {info['proposal_draws']}")
+    if info["reliable"]:
+        echo(text + ".")
+        return refined
+    echo(text + f": above {PSIS_K_MAX}, not trusted; the CMC posterior is kept.")
+    return dataclasses.replace(post, provenance={**post.provenance,
+                                                 "refine": {**info, "applied": False}})
 
 
 def run_config(config_path: str | Path, out: str | Path | None = None, *,

@@ -81,3 +81,31 @@ def test_refine_refuses_another_model():
 
     with pytest.raises(ShardMCInputError, match="coordinates"):
         refine.importance_refine(post, other, {"y": y})
+
+
+def test_run_keeps_the_cmc_posterior_when_k_hat_is_too_high(monkeypatch):
+    """shardmc run (combine.importance_refine) applies the correction only when k-hat is
+    below PSIS_K_MAX; otherwise the CMC draws stay and the attempt is recorded."""
+    from types import SimpleNamespace
+
+    from shardmc import runs
+    y = np.random.default_rng(0).normal(size=40)
+    post = shardmc.fit(ex.normal_scale, {"y": y}, 2, seed=0, **{**SAMPLER, "num_samples": 200})
+    inputs = SimpleNamespace(model=ex.normal_scale, points={"y": y}, model_kwargs={}, seed=0)
+    lines: list[str] = []
+    good = runs._refined(post, inputs, 40, lines.append)
+    assert good.provenance["refine"]["applied"] and "k-hat" in lines[-1]
+
+    original = refine.importance_refine
+
+    def unreliable(p, *args, **kwargs):
+        out = original(p, *args, **kwargs)
+        out.provenance["refine"].update(pareto_k=0.9, reliable=False)
+        return out
+
+    monkeypatch.setattr(refine, "importance_refine", unreliable)
+    kept = runs._refined(post, inputs, 40, lines.append)
+    assert np.array_equal(kept.unconstrained, post.unconstrained)
+    assert kept.provenance["refine"]["applied"] is False and "kept" in lines[-1]
+    (issue,) = [i for i in kept.diagnose().issues if i.kind == "refine"]
+    assert issue.severity == "warning" and "not applied" in issue.message

@@ -357,9 +357,10 @@ class CombineConfig(Section):
                                            "are combined in")
     options: dict[str, Any] = Field(default_factory=dict, description="keyword options of "
                                     "the method (see docs/combining.md)")
-    importance_refine: Bool = Field(False, description="correct the combined posterior by "
+    importance_refine: Bool = Field(True, description="correct the combined posterior by "
                                     "importance sampling on the full data (Pareto-smoothed; "
-                                    "costs one likelihood evaluation per draw, in the driver)")
+                                    "one likelihood evaluation per draw, in the driver); kept "
+                                    "only when its Pareto k-hat is below 0.7")
 
     @model_validator(mode="after")
     def _known_options(self) -> CombineConfig:
