@@ -39,8 +39,9 @@ from shardmc.examples import linear_regression_data, linear_regression_known_noi
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(
     os.path.abspath(__file__))]
 
-#: The NUTS programs whose compiles the goal counts.
-PROGRAMS = ("warmup", "sample")
+#: The per-shard programs whose compiles the goal counts (warmup_chain, sample_chain,
+#: laplace_precision).
+PROGRAMS = ("warmup", "sample", "laplace")
 
 
 def _program_compiles(compiles: dict[str, int]) -> dict[str, int]:
