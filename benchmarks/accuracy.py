@@ -52,7 +52,7 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
                                   "simple_average", "hierarchical", "bimodal",
                                   "semiparametric", "swiss", "auto")}
 METHODS["consensus_pooled"] = ("consensus", {"shrinkage": "pooled"})
-METHODS["consensus_sample_cov"] = ("consensus", {})  # no Laplace target: weights from draws
+METHODS["consensus_sample_cov"] = ("consensus", {"laplace": None})  # weights from draws
 DEFAULT_METHOD = "consensus"
 #: Reported name of the default combination corrected by importance sampling.
 REFINED = "consensus+importance"
@@ -217,8 +217,7 @@ def _combine_all(case: Case, shard_draws: np.ndarray, layout: P.ParamLayout, ref
             chosen = {}
         else:
             method, options = METHODS[name]
-            if laplace is not None and "laplace" in option_names(method) and \
-                    options.get("shrinkage", "auto") == "auto" and name != "consensus_sample_cov":
+            if "laplace" in option_names(method) and "laplace" not in options:
                 options = {**options, "laplace": laplace}
             res = combine(shard_draws, method, seed=0, **options)
             draws, chosen = res.draws, ({"chosen": res.method} if method == "auto" else {})

@@ -183,19 +183,27 @@ def _versions() -> dict[str, str]:
             "numpy": np.__version__, "python": platform.python_version()}
 
 
-def laplace_option(results: list[ShardResult], method: str) -> dict[str, Any]:
-    """``{"laplace": (K, d, d)}`` when ``method`` takes the shards' Laplace precisions and
-    every shard has one (see :mod:`shardmc.combine.covariance`), else ``{}``."""
-    if "laplace" not in option_names(method) or any(
-            r.laplace_precision is None for r in results):
+def stacked_laplace(results: list[ShardResult]) -> np.ndarray | None:
+    """The shards' Laplace precisions (K, d, d), or None unless every shard has one."""
+    if any(r.laplace_precision is None for r in results):
+        return None
+    return np.stack([r.laplace_precision for r in results])
+
+
+def laplace_option(method: str, laplace: np.ndarray | None) -> dict[str, Any]:
+    """``{"laplace": laplace}`` when ``method`` takes the shards' Laplace precisions (see
+    :mod:`shardmc.combine.covariance`) and there are some, else ``{}``."""
+    if laplace is None or "laplace" not in option_names(method):
         return {}
-    return {"laplace": np.stack([r.laplace_precision for r in results])}
+    return {"laplace": laplace}
 
 
-def combine_results(results: list[ShardResult], layout: P.ParamLayout, method: str,
-                    space: str, seed: int, options: dict[str, Any]):
-    """Combine the shards' draws in ``space``; returns (named constrained, unconstrained, info)."""
-    stacked = np.stack([r.draws.reshape(-1, r.draws.shape[-1]) for r in results])
+def combine_results(draws: np.ndarray, layout: P.ParamLayout, method: str,
+                    space: str, seed: int, options: dict[str, Any],
+                    laplace: np.ndarray | None = None):
+    """Combine the shards' draws (K, C, S, d) in ``space`` (``laplace``: their Laplace
+    precisions); returns (named constrained, unconstrained, info)."""
+    stacked = draws.reshape(draws.shape[0], -1, draws.shape[-1])
     if callable(method):  # a model-aware combiner, e.g. shardmc.xpcs.rate_space_combiner
         if space != "unconstrained":
             raise ShardMCInputError("space: a combiner function works in 'unconstrained' "
@@ -203,7 +211,7 @@ def combine_results(results: list[ShardResult], layout: P.ParamLayout, method: s
         draws, info = method(stacked, coords=layout.coordinate_names(), seed=seed, **options)
         return P.constrain(layout, draws), draws, info
     if space == "unconstrained":
-        options = {**laplace_option(results, method), **options}
+        options = {**laplace_option(method, laplace), **options}
         res = combine(stacked, method, seed=seed, **options)
         return P.constrain(layout, res.draws), res.draws, res.info
     constrained = np.stack([P.flatten_constrained(layout, P.constrain(layout, d))
@@ -213,16 +221,17 @@ def combine_results(results: list[ShardResult], layout: P.ParamLayout, method: s
     return named, P.unconstrain(layout, named), res.info
 
 
-def _mean_error(results: list[ShardResult], combined: np.ndarray, method: Any, space: str,
-                seed: int, info: dict, options: dict | None, coords: list[str]) -> dict | None:
-    """Monte Carlo error of the combined mean (see :mod:`shardmc.combine.mc_error`) for a
-    named method in unconstrained space; ``auto`` reruns the method it chose."""
-    if not isinstance(method, str) or space != "unconstrained" or len(results) < 2:
+def _mean_error(draws: np.ndarray, laplace: np.ndarray | None, combined: np.ndarray,
+                method: Any, space: str, seed: int, info: dict, options: dict | None,
+                coords: list[str]) -> dict | None:
+    """Monte Carlo error of the combined mean (see :mod:`shardmc.combine.mc_error`) of shard
+    draws (K, C, S, d) for a named method in unconstrained space; ``auto`` reruns the
+    method it chose."""
+    if not isinstance(method, str) or space != "unconstrained" or draws.shape[0] < 2:
         return None
     chosen = info.get("chosen", method)
-    opts = {**laplace_option(results, chosen),
+    opts = {**laplace_option(chosen, laplace),
             **{k: v for k, v in (options or {}).items() if k in option_names(chosen)}}
-    draws = np.stack([r.draws for r in results])
     return combined_mean_error(draws, combined, chosen, lambda z: combine(
         z, chosen, seed=seed, **opts).draws, coords)
 
@@ -336,13 +345,13 @@ def fit(
         if runner is not backend:  # made here from a name: stop its workers
             runner.close()
     _raise_failures(results)
+    draws, laplace = np.stack([r.draws for r in results]), stacked_laplace(results)
     named, unconstrained, info = combine_results(
-        results, probe.layout, method, space, seed, dict(combine_options or {}))
-    draws = np.stack([r.draws for r in results])
+        draws, probe.layout, method, space, seed, dict(combine_options or {}), laplace)
     derived, shard_moments = deterministics_with_shard_moments(model, probe, named, draws)
     named.update(derived)
-    mean_error = _mean_error(results, unconstrained, method, space, seed, info, combine_options,
-                             probe.layout.coordinate_names())
+    mean_error = _mean_error(draws, laplace, unconstrained, method, space, seed, info,
+                             combine_options, probe.layout.coordinate_names())
     stats = {s: np.stack([r.sample_stats[s] for r in results]) for s in SHARD_STAT_NAMES}
     diag = shard_diagnostics(draws, stats["energy"], stats["diverging"], stats["tree_depth"],
                              config.max_tree_depth)
@@ -364,4 +373,4 @@ def fit(
     return Posterior(samples=named, unconstrained=unconstrained,
                      coords=probe.layout.coordinate_names(), shard_draws=draws,
                      shard_stats=stats, diagnostics=diag, provenance=provenance,
-                     shard_laplace=laplace_option(results, "consensus").get("laplace"))
+                     shard_laplace=laplace)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.special import logsumexp
@@ -27,8 +27,11 @@ from shardmc import params as P
 from shardmc.errors import ShardMCInputError
 from shardmc.posterior import Posterior
 from shardmc.runtime import enable_x64
-from shardmc.sharding import assign_points, shard_arrays
+from shardmc.sharding import ShardLayout, assign_points, shard_arrays
 from shardmc.validation import validate_data
+
+if TYPE_CHECKING:
+    from shardmc.engine import ModelProbe
 
 #: Degrees of freedom of the multivariate-t proposal.
 PROPOSAL_DF = 5
@@ -40,17 +43,26 @@ CHUNK_POINTS = 100_000
 DRAW_BATCH = 256
 
 
-def full_potential(model: Callable, data: dict[str, np.ndarray], model_kwargs: dict[str, Any],
-                   draws: np.ndarray) -> np.ndarray:
-    """Potential energy (S,) of the untempered model on all ``data`` at flat unconstrained
-    ``draws`` (S, d): the sum over point chunks of the chunk potentials with the prior
-    tempered to 1/C, which is exact (the engine's shard factorisation)."""
-    from shardmc.engine import probe_model  # the engine imports this module's users
+def _chunked(model: Callable, data: dict[str, np.ndarray],
+             model_kwargs: dict[str, Any]) -> tuple[ShardLayout, ModelProbe]:
+    """The data cut into contiguous chunks of at most CHUNK_POINTS points, and the model
+    probed on them (one trace of one chunk, never of all the data)."""
+    from shardmc.engine import probe_model
 
     n = next(iter(data.values())).shape[0]
-    chunks = -(-n // CHUNK_POINTS)
-    layout = assign_points(n, chunks, "contiguous")
-    probe = probe_model(model, data, model_kwargs, layout)
+    layout = assign_points(n, -(-n // CHUNK_POINTS), "contiguous")
+    return layout, probe_model(model, data, model_kwargs, layout)
+
+
+def full_potential(model: Callable, data: dict[str, np.ndarray], model_kwargs: dict[str, Any],
+                   draws: np.ndarray,
+                   chunked: tuple[ShardLayout, ModelProbe] | None = None) -> np.ndarray:
+    """Potential energy (S,) of the untempered model on all ``data`` at flat unconstrained
+    ``draws`` (S, d): the sum over point chunks of the chunk potentials with the prior
+    tempered to 1/C, which is exact (the engine's shard factorisation). chunked: the
+    result of :func:`_chunked` when the caller has it."""
+    layout, probe = chunked or _chunked(model, data, model_kwargs)
+    chunks = layout.num_shards
     program = nuts.ShardProgram(model=model, observed_sites=probe.observed_sites,
                                 init_strategy="median", num_warmup=0, num_samples=0,
                                 dense_mass=True, max_tree_depth=1,
@@ -90,10 +102,8 @@ def importance_refine(posterior: Posterior, model: Callable, data: dict[str, Any
     enable_x64()
     data, n = validate_data(data)
     model_kwargs = dict(model_kwargs or {})
-    layout = assign_points(n, 1, "contiguous")
-    from shardmc.engine import probe_model
-
-    probe = probe_model(model, data, model_kwargs, layout)
+    chunked = _chunked(model, data, model_kwargs)
+    probe = chunked[1]
     coords = probe.layout.coordinate_names()
     if list(coords) != list(posterior.coords):
         raise ShardMCInputError(f"model: its coordinates {coords} differ from the "
@@ -104,7 +114,7 @@ def importance_refine(posterior: Posterior, model: Callable, data: dict[str, Any
     num = int(num_draws or z.shape[0])
     rng = np.random.default_rng(seed)
     draws, log_q = _t_proposal(center, cov, num, df, rng)
-    log_w = -full_potential(model, data, model_kwargs, draws) - log_q
+    log_w = -full_potential(model, data, model_kwargs, draws, chunked) - log_q
     log_w = np.where(np.isfinite(log_w), log_w, -np.inf)
     from shardmc._arviz import az
 
@@ -117,7 +127,7 @@ def importance_refine(posterior: Posterior, model: Callable, data: dict[str, Any
     named.update(P.deterministic_values(model, probe.subset_kwargs,
                                         probe.deterministic_kept, named))
     refine = {"method": "psis", "pareto_k": float(khat), "reliable": bool(khat < PSIS_K_MAX),
-              "applied": True,
+              "pareto_k_max": PSIS_K_MAX, "applied": True,
               "importance_ess": round(ess, 1), "proposal": f"multivariate t, df {df}",
               "proposal_draws": num, "seed": seed, "num_points": n}
     # the combination's Monte Carlo error describes the proposal, not these draws

@@ -236,7 +236,8 @@ def _refine_issues(prov: dict) -> list[Issue]:
     if info["reliable"]:
         return [Issue("info", "refine", text)]
     kept = "" if info.get("applied", True) else "; not applied, the CMC draws are kept"
-    return [Issue("warning", "refine", text + " (k-hat above 0.7: the CMC posterior is too "
+    return [Issue("warning", "refine", text + f" (k-hat above {info['pareto_k_max']}: the CMC "
+                  "posterior is too "
                   f"far from the full one for the correction to be trusted{kept}; use larger "
                   "shards)")]
 

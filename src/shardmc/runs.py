@@ -205,17 +205,17 @@ def execute(cfg: Any, store: RunStore, *, resume: bool, progress: bool | None = 
 def _refined(post: Any, inputs: Any, n: int, echo: Callable[[str], None]) -> Any:
     """The importance-corrected posterior (combine.importance_refine) when its Pareto
     k-hat says it can be trusted; else the CMC posterior, with the attempt recorded."""
-    from shardmc.refine import PSIS_K_MAX, importance_refine
+    from shardmc.refine import importance_refine
 
     refined = importance_refine(post, inputs.model, inputs.points,
-                                        model_kwargs=inputs.model_kwargs, seed=inputs.seed)
+                                model_kwargs=inputs.model_kwargs, seed=inputs.seed)
     info = refined.provenance["refine"]
     text = (f"Importance correction on all {n} points: Pareto k-hat {info['pareto_k']:.2f}, "
             f"importance ESS {info['importance_ess']:.0f} of {info['proposal_draws']}")
     if info["reliable"]:
         echo(text + ".")
         return refined
-    echo(text + f": above {PSIS_K_MAX}, not trusted; the CMC posterior is kept.")
+    echo(text + f": above {info['pareto_k_max']}, not trusted; the CMC posterior is kept.")
     return dataclasses.replace(post, provenance={**post.provenance,
                                                  "refine": {**info, "applied": False}})
 

@@ -99,10 +99,10 @@ def laplace_shrinkage(draws: np.ndarray,
     safe = np.where(finite[:, None, None], laplace, eye)
     ok = finite & (np.linalg.eigvalsh(safe).min(axis=1) > 0)
     factor = np.linalg.cholesky(np.where(ok[:, None, None], safe, eye))  # H = F F^T
-    white = np.einsum("kji,ksj->ksi", factor, draws)  # F^T x: covariance I if C = T
     covs = raw_covariances(draws, "none")
-    dispersion = np.sum((raw_covariances(white, "none") - eye) ** 2, axis=(1, 2))
-    noise = covariance_noise(white)
+    white_covs = np.einsum("kji,kjl,klm->kim", factor, covs, factor)  # of F^T x: I if C = T
+    dispersion = np.sum((white_covs - eye) ** 2, axis=(1, 2))
+    noise = covariance_noise(np.einsum("kji,ksj->ksi", factor, draws))
     with np.errstate(divide="ignore", invalid="ignore"):
         lam = np.where(dispersion > 0, np.minimum(1.0, noise / dispersion), 1.0)
     lam = np.where(ok, lam, 0.0)
