@@ -7,6 +7,7 @@ nothing and is never reported as convergence.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -47,6 +48,20 @@ def shard_diagnostics(draws: np.ndarray, energy: np.ndarray, diverging: np.ndarr
         "divergences": diverging.reshape(k, -1).sum(axis=1).astype(np.int64),
         "tree_depth_saturation": (tree_depth >= max_tree_depth).reshape(k, -1).mean(axis=1),
     }
+
+
+def result_diagnostics(result: Any, max_tree_depth: int) -> dict[str, np.ndarray]:
+    """:func:`shard_diagnostics` of one finished shard (a ``ShardResult``), every array
+    with a leading shard axis of length 1. The engine runs it as each shard arrives, so
+    a pool's workers go on sampling meanwhile; the values equal the stacked call's."""
+    s = result.sample_stats
+    return shard_diagnostics(result.draws[None], s["energy"][None], s["diverging"][None],
+                             s["tree_depth"][None], max_tree_depth)
+
+
+def stack_diagnostics(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Join per-shard diagnostics (each with a shard axis of 1) in the order given."""
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
 def shard_warnings(diag: dict[str, np.ndarray], coords: list[str], num_draws: int) -> list[str]:

@@ -14,7 +14,7 @@ from shardmc import params as P
 from shardmc.backends import BACKENDS, Workload, preflight, select_backend
 from shardmc.combine import check_options, combine, option_names
 from shardmc.combine.mc_error import combined_mean_error
-from shardmc.diagnostics import shard_diagnostics
+from shardmc.diagnostics import result_diagnostics, stack_diagnostics
 from shardmc.errors import ShardFailedError, ShardMCInputError
 from shardmc.exclusion import apply_failure_policy, validate_policy
 from shardmc.heterogeneity import constrained_shard_means
@@ -333,14 +333,22 @@ def fit(
                         plan.n_warmup, plan.n_samples,
                         sum(int(a[:1].nbytes) for a in data.values()))
     runner = select_backend(backend, workload=workload, **(backend_options or {}))
+    diag_parts: dict[int, tuple[ShardResult, dict[str, np.ndarray]]] = {}
+
+    def done(result: ShardResult) -> None:  # persist first, then diagnose while shards run
+        if on_shard_done is not None:
+            on_shard_done(result)
+        if result.ok:
+            diag_parts[result.index] = (result, result_diagnostics(result, config.max_tree_depth))
+
     try:
         preflight(runner, model, workload)
         specs = _specs(model, data, layout, model_kwargs, config, plan, probe, seed, init_values)
-        results = _collect(runner, specs, num_shards, progress, on_shard_done, lookup)
+        results = _collect(runner, specs, num_shards, progress, done, lookup)
         results, excluded = apply_failure_policy(results, on_shard_failure, lambda idx, scale: (
             _collect(runner, _specs(model, data, layout, model_kwargs, config, plan, probe,
                                     seed, init_values, idx, scale),
-                     len(idx), progress, on_shard_done, lookup)))
+                     len(idx), progress, done, lookup)))
     finally:
         if runner is not backend:  # made here from a name: stop its workers
             runner.close()
@@ -353,8 +361,9 @@ def fit(
     mean_error = _mean_error(draws, laplace, unconstrained, method, space, seed, info,
                              combine_options, probe.layout.coordinate_names())
     stats = {s: np.stack([r.sample_stats[s] for r in results]) for s in SHARD_STAT_NAMES}
-    diag = shard_diagnostics(draws, stats["energy"], stats["diverging"], stats["tree_depth"],
-                             config.max_tree_depth)
+    diag = stack_diagnostics([
+        diag_parts[r.index][1] if diag_parts.get(r.index, (None,))[0] is r  # kept shards:
+        else result_diagnostics(r, config.max_tree_depth) for r in results])  # diagnosed now
     provenance = {
         "seed": seed, "num_shards": num_shards, "num_points": n, "sharding": sharding,
         "shard_sizes": layout.sizes.tolist(), "space": space,

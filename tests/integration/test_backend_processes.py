@@ -99,3 +99,29 @@ def test_arrays_travel_through_the_pipe_when_shared_memory_is_short(monkeypatch)
         expected = sum(float(v.sum()) for v in spec.data.values())
         assert result.draws[0, 0, 0] == pytest.approx(expected, rel=1e-12)
     assert _leftover_segments() == []
+
+
+def test_xpcs_model_object_runs_on_workers_bit_identical():
+    """The flagship model is a callable XPCSModel object, not a function: its class
+    imports and it pickles, so workers get it (it used to be refused by name lookup)."""
+    from shardmc import xpcs
+
+    data, _ = xpcs.simulate("static", n_angles=2, n_t=24, seed=1)
+    model = xpcs.XPCSModel.create("static", data.n_phi)
+    points, kwargs = xpcs.prepare(model, data)
+    start = xpcs.warm_start(model, data, seed=0)
+    fit = lambda backend: shardmc.fit(  # noqa: E731
+        model, points, 2, model_kwargs=kwargs, seed=3, backend=backend, num_warmup=60,
+        num_samples=60, num_chains=1, init_strategy="value", init_values=start.init_values)
+    reference = fit("sequential")
+    with ProcessesBackend(workers=2) as two:
+        assert np.array_equal(fit(two).shard_draws, reference.shard_draws)
+
+
+def test_unpicklable_callable_object_is_refused_before_sampling(data):
+    import functools
+
+    model = functools.partial(lambda **kw: examples.linear_regression_known_noise(**kw))
+    with pytest.raises(shardmc.ShardMCInputError, match="cannot be pickled"):
+        shardmc.fit(model, data, NUM_SHARDS, backend="processes",
+                    backend_options={"workers": 1}, **SAMPLER)

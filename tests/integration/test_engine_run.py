@@ -6,6 +6,7 @@ import numpyro.distributions as dist
 import pytest
 
 import shardmc
+from shardmc.diagnostics import shard_diagnostics
 from shardmc.examples import linear_regression_data, linear_regression_known_noise
 
 SMALL = {"num_chains": 2, "num_warmup": 150, "num_samples": 200, "adaptive_sampling": False}
@@ -56,6 +57,16 @@ def test_summary_and_shard_diagnostics(posterior):
     assert np.all(d["rhat"] < 1.1)
     assert posterior.provenance["shard_sizes"] == [251, 251, 251, 250]
     assert len(posterior.provenance["shard_stats"]) == 4
+
+
+def test_streamed_shard_diagnostics_equal_the_stacked_call(posterior):
+    """fit diagnoses each shard as it arrives; the values are those of one stacked call."""
+    st = posterior.shard_stats
+    stacked = shard_diagnostics(posterior.shard_draws, st["energy"], st["diverging"],
+                                st["tree_depth"], posterior.provenance["sampler"]["max_tree_depth"])
+    assert set(stacked) == set(posterior.diagnostics)
+    for name, value in stacked.items():
+        np.testing.assert_array_equal(posterior.diagnostics[name], value)
 
 
 def test_to_arviz_and_netcdf_round_trip(tmp_path, posterior):

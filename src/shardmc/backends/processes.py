@@ -17,6 +17,7 @@ import importlib
 import itertools
 import logging
 import os
+import pickle
 import signal
 import time
 from collections import deque
@@ -72,7 +73,17 @@ class _Task:
 
 
 def _importable(obj: Any, what: str) -> None:
-    """Raise ShardMCInputError unless ``obj`` can be imported by name in a fresh process."""
+    """Raise ShardMCInputError unless ``obj`` can be imported by name in a fresh process
+    (a callable object, e.g. an XPCSModel: its class imports and the object pickles)."""
+    if not hasattr(obj, "__qualname__"):
+        _importable(type(obj), what)
+        try:
+            pickle.dumps(obj)
+        except Exception as exc:  # pickle raises many types (PicklingError, TypeError, ...)
+            raise ShardMCInputError(
+                f"{what}: a {type(obj).__name__} object cannot be pickled to worker "
+                f"processes ({exc})") from exc
+        return
     module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", "")
     name = getattr(obj, "__name__", repr(obj))
     if module in (None, "__main__", "__mp_main__"):
@@ -383,12 +394,14 @@ class _RunState:
 
     def loop(self) -> Iterator[Any]:
         while self.pending or self.running or self.finished:
+            # Idle workers get their next shard before the caller handles finished ones
+            # (persisting, diagnostics): no worker waits on the driver.
+            self.pool.fill(self._want())
+            self._dispatch()
             while self.finished:
                 yield self.finished.pop(0)
             if not (self.pending or self.running):
                 break
-            self.pool.fill(self._want())
-            self._dispatch()
             messages, dead = self.pool.receive(POLL_SECONDS)
             for handle, msg in messages:
                 if handle.alive:
