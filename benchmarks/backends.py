@@ -1,18 +1,21 @@
-"""Backend benchmark: sequential vs processes vs jax on the regression problem.
+"""Backend benchmark: sequential vs processes vs jax on the regression and XPCS problems.
 
-For K = 8, 32, 128 shards of one dataset (default 256 000 points, 5 coefficients,
-2 chains, default adaptive warmup/sample counts) it runs ``shardmc.fit`` with each
-backend and reports wall time, the speedup of ``processes`` over ``sequential``, XLA
-compiles per process (goal: one per program per shape per run) and compile time as a
-share of wall time. Each processes run starts a fresh pool, as a one-off ``fit`` does;
-its workers load programs from the persistent compilation cache when it is warm
-(``cache_hits``). The sequential and jax runs compile in this process without a
-persistent cache. CPU seconds (driver process time for in-process runs, the workers' for
-processes) show the work done independent of other load on the machine. Also measures
-the pool's start-up (spawn to ready) and checks that
-all backends agree (bit for bit for processes). Prints one JSON document.
+For K = 8, 32, 128 shards of one dataset it runs ``shardmc.fit`` with each backend and
+reports wall time, the speedup of ``processes`` over ``sequential``, XLA compiles per
+process (goal: one per program per shape per run) and compile time as a share of wall
+time. Problems (``--problem``): ``regression`` (default 256 000 points, 5 coefficients)
+and ``xpcs`` (homodyne static, 3 angles x ``--frames`` frames, 12 parameters, with the
+XPCS defaults: stratified shards, least-squares warm start). Both use 2 chains and the
+default adaptive warmup/sample counts. Each processes run starts a fresh pool, as a
+one-off ``fit`` does; its workers load programs from the persistent compilation cache
+when it is warm (``cache_hits``). The sequential and jax runs compile in this process
+without a persistent cache. CPU seconds (driver process time for in-process runs, the
+workers' for processes) show the work done independent of other load on the machine.
+Also measures the pool's start-up (spawn to ready) and checks that all backends agree
+(bit for bit for processes). Prints one JSON document.
 
-Usage: python benchmarks/backends.py [--points N] [--shards 8 32 128] [--workers 2]
+Usage: python benchmarks/backends.py [--problem regression|xpcs] [--points N]
+                                    [--frames N] [--shards 8 32 128] [--workers 2]
                                     [--backends processes jax]
 """
 
@@ -24,6 +27,9 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -44,15 +50,54 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirna
 PROGRAMS = ("warmup", "sample", "laplace")
 
 
+@dataclass(frozen=True)
+class Problem:
+    """A model, its data and the fit options every backend gets."""
+
+    name: str
+    model: Callable
+    data: dict[str, np.ndarray]
+    num_params: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_points(self) -> int:
+        return len(next(iter(self.data.values())))
+
+
+def regression_problem(num_points: int) -> Problem:
+    """Linear regression with known noise, 5 coefficients."""
+    return Problem("linear_regression_known_noise", linear_regression_known_noise,
+                   linear_regression_data(num_points, 5, seed=0), 5)
+
+
+def xpcs_problem(num_frames: int) -> Problem:
+    """Homodyne static, 3 angles (12 parameters), as ``shardmc run`` fits XPCS data."""
+    from shardmc import xpcs
+
+    data, _ = xpcs.simulate("static", n_angles=3, n_t=num_frames, seed=0)
+    model = xpcs.XPCSModel.create("static", data.n_phi)
+    points, kwargs = xpcs.prepare(model, data)
+    start = xpcs.warm_start(model, data, seed=0)
+    options = {"model_kwargs": kwargs, "sharding": "stratified", "strata": points["phi_idx"],
+               "init_strategy": "value", "init_values": start.init_values}
+    num_params = sum(int(np.size(v)) for v in start.init_values.values())
+    return Problem("xpcs_homodyne_static", model, points, num_params, options)
+
+
+def _fit(problem: Problem, k: int, seed: int, backend, chains: int):
+    return shardmc.fit(problem.model, problem.data, k, seed=seed, backend=backend,
+                       num_chains=chains, **problem.options)
+
+
 def _program_compiles(compiles: dict[str, int]) -> dict[str, int]:
     return {p: sum(n for name, n in compiles.items() if p in name) for p in PROGRAMS}
 
 
-def _in_process(data, k: int, backend, chains: int) -> tuple[dict, np.ndarray]:
+def _in_process(problem: Problem, k: int, backend, chains: int) -> tuple[dict, np.ndarray]:
     log = compile_log()
     before, t0, c0 = log.snapshot(), time.perf_counter(), time.process_time()
-    post = shardmc.fit(linear_regression_known_noise, data, k, seed=0, backend=backend,
-                       num_chains=chains)
+    post = _fit(problem, k, 0, backend, chains)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     d = diff(log.snapshot(), before)
     times = np.array([s["total_time"] for s in post.provenance["shard_stats"]])
@@ -65,22 +110,20 @@ def _in_process(data, k: int, backend, chains: int) -> tuple[dict, np.ndarray]:
             }, post.unconstrained
 
 
-def _warm_wall(data, k: int, backend, chains: int) -> float:
+def _warm_wall(problem: Problem, k: int, backend, chains: int) -> float:
     """Wall seconds of a second fit of the same shapes (programs compiled, pool running)."""
     t0 = time.perf_counter()
-    shardmc.fit(linear_regression_known_noise, data, k, seed=1, backend=backend,
-                num_chains=chains)
+    _fit(problem, k, 1, backend, chains)
     return round(time.perf_counter() - t0, 2)
 
 
-def _processes(data, k: int, workers: int, chains: int) -> tuple[dict, np.ndarray]:
+def _processes(problem: Problem, k: int, workers: int, chains: int) -> tuple[dict, np.ndarray]:
     with ProcessesBackend(workers=workers) as backend:
         t0 = time.perf_counter()
-        post = shardmc.fit(linear_regression_known_noise, data, k, seed=0, backend=backend,
-                           num_chains=chains)
+        post = _fit(problem, k, 0, backend, chains)
         wall = time.perf_counter() - t0
         run = backend.last_run
-        warm = _warm_wall(data, k, backend, chains)
+        warm = _warm_wall(problem, k, backend, chains)
     per_worker = list(run["workers"].values())
     compile_s = max(w["compile_seconds"] for w in per_worker)  # workers compile in parallel
     return {"wall_s": round(wall, 2), "warm_wall_s": warm, "workers": workers,
@@ -104,19 +147,17 @@ def pool_startup(workers: int) -> float:
         return time.perf_counter() - t0
 
 
-def run(num_points: int, shard_counts: list[int], workers: int, chains: int,
+def run(problem: Problem, shard_counts: list[int], workers: int, chains: int,
         backends: list[str]) -> dict:
-    shardmc.enable_x64()
-    data = linear_regression_data(num_points, 5, seed=0)
     rows = []
     for k in shard_counts:
-        row: dict = {"num_shards": k, "shard_points": -(-num_points // k)}
-        seq, ref = _in_process(data, k, "sequential", chains)
-        seq["warm_wall_s"] = _warm_wall(data, k, "sequential", chains)
+        row: dict = {"num_shards": k, "shard_points": -(-problem.num_points // k)}
+        seq, ref = _in_process(problem, k, "sequential", chains)
+        seq["warm_wall_s"] = _warm_wall(problem, k, "sequential", chains)
         row["plan"] = seq.pop("plan")
         row["sequential"] = seq
         if "processes" in backends:
-            proc, p_draws = _processes(data, k, workers, chains)
+            proc, p_draws = _processes(problem, k, workers, chains)
             # One-off fit (pool spawned, programs compiled) and a repeated fit on the same
             # pool and shapes (what a persistent pool gives a session of fits).
             proc["speedup_vs_sequential"] = round(seq["wall_s"] / proc["wall_s"], 2)
@@ -128,15 +169,16 @@ def run(num_points: int, shard_counts: list[int], workers: int, chains: int,
             row["processes"] = proc
             row["processes_bit_identical"] = bool(np.array_equal(p_draws, ref))
         if "jax" in backends:
-            jx, j_draws = _in_process(data, k, JaxBackend(), chains)
+            jx, j_draws = _in_process(problem, k, JaxBackend(), chains)
             jx.pop("plan")
             jx["speedup_vs_sequential"] = round(seq["wall_s"] / jx["wall_s"], 2)
             row["jax"] = jx
             row["jax_max_mean_diff_in_sd"] = round(float(np.max(
                 np.abs(j_draws.mean(0) - ref.mean(0)) / ref.std(0))), 4)
         rows.append(row)
-    return {"benchmark": "backends", "problem": "linear_regression_known_noise",
-            "num_points": num_points, "num_params": 5, "chains_per_shard": chains,
+    return {"benchmark": "backends", "problem": problem.name,
+            "num_points": problem.num_points, "num_params": problem.num_params,
+            "chains_per_shard": chains,
             "machine": {"usable_cores": usable_cores(), "cpu": platform.processor() or
                         platform.machine(), "note": "shared with other developers' jobs: "
                         "timings are noisy"},
@@ -145,14 +187,20 @@ def run(num_points: int, shard_counts: list[int], workers: int, chains: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--points", type=int, default=256_000)
+    parser.add_argument("--problem", choices=["regression", "xpcs"], default="regression")
+    parser.add_argument("--points", type=int, default=256_000, help="regression points")
+    parser.add_argument("--frames", type=int, default=200,
+                        help="XPCS frames (3 angles x frames x (frames - 1) / 2 points)")
     parser.add_argument("--shards", type=int, nargs="+", default=[8, 32, 128])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--chains", type=int, default=2)
     parser.add_argument("--backends", nargs="+", default=["processes", "jax"],
                         choices=["processes", "jax"], help="compared with sequential")
     args = parser.parse_args()
-    print(json.dumps(run(args.points, args.shards, args.workers, args.chains, args.backends),
+    shardmc.enable_x64()
+    problem = (regression_problem(args.points) if args.problem == "regression"
+               else xpcs_problem(args.frames))
+    print(json.dumps(run(problem, args.shards, args.workers, args.chains, args.backends),
                      indent=2))
 
 
