@@ -182,7 +182,9 @@ def _program(spec: ShardSpec) -> nuts.ShardProgram:
 def _run_chains(spec: ShardSpec, key: jax.Array, target_accept: float):
     """Run all chains of one attempt; returns (outputs stacked over chains, t_warm, t_samp)."""
     program = _program(spec)
-    keys = jax.random.split(key, spec.plan.n_chains)
+    # Rows picked on the host: indexing a device array would compile two more small
+    # programs (dynamic_slice, squeeze) in every fresh worker process.
+    keys = np.asarray(jax.random.split(key, spec.plan.n_chains))
     common = (spec.data, spec.mask, np.float64(spec.prior_scale), spec.model_kwargs)
     if spec.config.chain_method == "vectorized":
         t0 = time.perf_counter()
