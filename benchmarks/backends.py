@@ -16,12 +16,13 @@ Also measures the pool's start-up (spawn to ready) and checks that all backends 
 
 Usage: python benchmarks/backends.py [--problem regression|xpcs] [--points N]
                                     [--frames N] [--shards 8 32 128] [--workers 2]
-                                    [--backends processes jax]
+                                    [--backends processes jax] [--sequential-from JSON]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -160,15 +161,34 @@ def pool_startup(workers: int) -> float:
         return time.perf_counter() - t0
 
 
+def _digest(draws: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(draws).tobytes()).hexdigest()
+
+
+def _sequential(problem: Problem, k: int, chains: int, earlier: dict | None):
+    """The sequential row (timings, plan, draws' SHA-256) and its draws: measured now, or
+    taken from ``earlier`` (a previous output of this script for the same problem; draws
+    None, bit-identity then checked against the recorded SHA-256 where there is one)."""
+    if earlier is None:
+        seq, ref = _in_process(problem, k, "sequential", chains)
+        seq["warm_wall_s"] = _warm_wall(problem, k, "sequential", chains)
+        seq["draws_sha256"] = _digest(ref)
+        return seq.pop("plan"), seq, ref
+    if earlier["problem"] != problem.name or earlier["num_points"] != problem.num_points:
+        raise SystemExit("--sequential-from: that output is of another problem or size")
+    row = next((r for r in earlier["results"] if r["num_shards"] == k), None)
+    if row is None:
+        raise SystemExit(f"--sequential-from: no K = {k} row in that output")
+    return row["plan"], {**row["sequential"], "from_earlier_run": True}, None
+
+
 def run(problem: Problem, shard_counts: list[int], workers: int, chains: int,
-        backends: list[str]) -> dict:
+        backends: list[str], earlier: dict | None = None) -> dict:
     rows = []
     for k in shard_counts:
         row: dict = {"num_shards": k, "shard_points": -(-problem.num_points // k)}
         _say(f"{problem.name} K = {k}: sequential")
-        seq, ref = _in_process(problem, k, "sequential", chains)
-        seq["warm_wall_s"] = _warm_wall(problem, k, "sequential", chains)
-        row["plan"] = seq.pop("plan")
+        row["plan"], seq, ref = _sequential(problem, k, chains, earlier)
         row["sequential"] = seq
         if "processes" in backends:
             _say(f"{problem.name} K = {k}: processes (sequential took {seq['wall_s']} s)")
@@ -182,15 +202,18 @@ def run(problem: Problem, shard_counts: list[int], workers: int, chains: int,
             # wall speedup approaches the worker count on an otherwise idle machine.
             proc["cpu_ratio_vs_sequential"] = round(proc["cpu_s"] / seq["cpu_s"], 2)
             row["processes"] = proc
-            row["processes_bit_identical"] = bool(np.array_equal(p_draws, ref))
+            ref_digest = seq.get("draws_sha256")
+            row["processes_bit_identical"] = (None if ref_digest is None
+                                              else _digest(p_draws) == ref_digest)
         if "jax" in backends:
             _say(f"{problem.name} K = {k}: jax")
             jx, j_draws = _in_process(problem, k, JaxBackend(), chains)
             jx.pop("plan")
             jx["speedup_vs_sequential"] = round(seq["wall_s"] / jx["wall_s"], 2)
             row["jax"] = jx
-            row["jax_max_mean_diff_in_sd"] = round(float(np.max(
-                np.abs(j_draws.mean(0) - ref.mean(0)) / ref.std(0))), 4)
+            if ref is not None:
+                row["jax_max_mean_diff_in_sd"] = round(float(np.max(
+                    np.abs(j_draws.mean(0) - ref.mean(0)) / ref.std(0))), 4)
         rows.append(row)
     return {"benchmark": "backends", "problem": problem.name,
             "num_points": problem.num_points, "num_params": problem.num_params,
@@ -212,12 +235,19 @@ def main() -> None:
     parser.add_argument("--chains", type=int, default=2)
     parser.add_argument("--backends", nargs="+", default=["processes", "jax"],
                         choices=["processes", "jax"], help="compared with sequential")
+    parser.add_argument("--sequential-from", metavar="JSON", default=None,
+                        help="take sequential timings from an earlier output of this script "
+                             "(e.g. to re-measure processes once the compile cache is warm)")
     args = parser.parse_args()
     shardmc.enable_x64()
     problem = (regression_problem(args.points) if args.problem == "regression"
                else xpcs_problem(args.frames))
-    print(json.dumps(run(problem, args.shards, args.workers, args.chains, args.backends),
-                     indent=2))
+    earlier = None
+    if args.sequential_from:
+        with open(args.sequential_from, encoding="utf-8") as f:
+            earlier = json.load(f)
+    print(json.dumps(run(problem, args.shards, args.workers, args.chains, args.backends,
+                         earlier), indent=2))
 
 
 if __name__ == "__main__":
