@@ -5,14 +5,15 @@ reports wall time, the speedup of ``processes`` over ``sequential``, XLA compile
 process (goal: one per program per shape per run) and compile time as a share of wall
 time. Problems (``--problem``): ``regression`` (default 256 000 points, 5 coefficients)
 and ``xpcs`` (homodyne static, 3 angles x ``--frames`` frames, 12 parameters, with the
-XPCS defaults: stratified shards, least-squares warm start). Both use 2 chains and the
-default adaptive warmup/sample counts. Each processes run starts a fresh pool, as a
-one-off ``fit`` does; its workers load programs from the persistent compilation cache
-when it is warm (``cache_hits``). The sequential and jax runs compile in this process
-without a persistent cache. CPU seconds (driver process time for in-process runs, the
-workers' for processes) show the work done independent of other load on the machine.
-Also measures the pool's start-up (spawn to ready) and checks that all backends agree
-(bit for bit for processes). Prints one JSON document.
+XPCS defaults: stratified shards, least-squares warm start). Both use 2 chains; the
+regression the default adaptive warmup/sample counts, XPCS a fixed ``XPCS_DRAWS``. Each
+processes run starts a fresh pool, as a one-off ``fit`` does; its workers load programs
+from the persistent compilation cache when it is warm (``cache_hits``). The sequential
+and jax runs compile in this process without a persistent cache. CPU seconds (driver
+process time for in-process runs, the workers' for processes) show the work done
+independent of other load on the machine. Also measures the pool's start-up (spawn to
+ready) and checks that all backends agree (bit for bit for processes). Prints one JSON
+document.
 
 Usage: python benchmarks/backends.py [--problem regression|xpcs] [--points N]
                                     [--frames N] [--shards 8 32 128] [--workers 2]

@@ -162,6 +162,15 @@ def _collect(backend, specs, num_shards: int, progress: bool,
     return [results[k] for k in sorted(results)]
 
 
+def _diagnosed(result: ShardResult, parts: dict[int, tuple[ShardResult, dict]],
+               max_tree_depth: int) -> dict[str, np.ndarray]:
+    """The shard's diagnostics computed on arrival, or now (shards kept from a run store)."""
+    arrived = parts.get(result.index)
+    if arrived is not None and arrived[0] is result:
+        return arrived[1]
+    return result_diagnostics(result, max_tree_depth)
+
+
 def _raise_failures(results: list[ShardResult]) -> None:
     bad = [r for r in results if not r.ok]
     if bad:
@@ -361,9 +370,8 @@ def fit(
     mean_error = _mean_error(draws, laplace, unconstrained, method, space, seed, info,
                              combine_options, probe.layout.coordinate_names())
     stats = {s: np.stack([r.sample_stats[s] for r in results]) for s in SHARD_STAT_NAMES}
-    diag = stack_diagnostics([
-        diag_parts[r.index][1] if diag_parts.get(r.index, (None,))[0] is r  # kept shards:
-        else result_diagnostics(r, config.max_tree_depth) for r in results])  # diagnosed now
+    diag = stack_diagnostics([_diagnosed(r, diag_parts, config.max_tree_depth)
+                              for r in results])
     provenance = {
         "seed": seed, "num_shards": num_shards, "num_points": n, "sharding": sharding,
         "shard_sizes": layout.sizes.tolist(), "space": space,
