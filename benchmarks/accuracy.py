@@ -89,7 +89,8 @@ def gaussian_case(quick: bool) -> Case:
     def reference():
         mean, cov = ex.conjugate_posterior(data["x"], data["y"])
         rng = np.random.default_rng(0)
-        return {"beta": rng.multivariate_normal(mean, cov, REFERENCE_DRAWS)}, "exact conjugate"
+        return {"beta": rng.multivariate_normal(mean, cov, REFERENCE_DRAWS,
+                                                         method="cholesky")}, "exact conjugate"
 
     return Case("gaussian", ex.linear_regression_known_noise, [data], [reference],
                 [5] if quick else [10], _sampler(quick))

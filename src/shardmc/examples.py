@@ -35,7 +35,9 @@ def linear_regression_data(num_points: int, num_features: int, seed: int = 0,
     rng = np.random.default_rng(seed)
     cov = np.full((num_features, num_features), correlation) + (1 - correlation) * np.eye(
         num_features)
-    x = rng.multivariate_normal(np.zeros(num_features), cov, size=num_points)
+    # Cholesky: unique for a positive-definite cov, so the data are the same on every
+    # CPU (the default SVD's eigenvectors of an equicorrelation are not unique).
+    x = rng.multivariate_normal(np.zeros(num_features), cov, size=num_points, method="cholesky")
     beta = rng.normal(0.0, CONJUGATE_PRIOR_SD, size=num_features)
     y = x @ beta + rng.normal(0.0, CONJUGATE_NOISE_SD, size=num_points)
     return {"x": x, "y": y}

@@ -29,6 +29,13 @@ def equicorrelation(d: int, rho: float) -> np.ndarray:
     return np.full((d, d), rho) + (1.0 - rho) * np.eye(d)
 
 
+def mvn(rng: np.random.Generator, mean, cov, size=None) -> np.ndarray:
+    """Normal draws through the Cholesky factor: the same on every CPU up to the last bits.
+    (The default SVD factor is not unique where eigenvalues repeat, as an equicorrelation's
+    do, so LAPACK kernels differ in whole eigenvectors and the draws of one seed change.)"""
+    return rng.multivariate_normal(mean, cov, size=size, method="cholesky")
+
+
 def gaussian_shards(seed: int, k: int = K, s: int = S, d: int = D, rho: float = RHO,
                     hetero: bool = True):
     """Exact Gaussian sub-posteriors and their exact product.
@@ -42,9 +49,8 @@ def gaussian_shards(seed: int, k: int = K, s: int = S, d: int = D, rho: float = 
     base = equicorrelation(d, rho)
     scales = rng.uniform(0.6, 1.6, (k, d)) if hetero else np.ones((k, d))
     covs = k * base[None] * scales[:, :, None] * scales[:, None, :]
-    means = np.stack([rng.multivariate_normal(np.zeros(d), c) for c in covs])
-    draws = np.stack([rng.multivariate_normal(m, c, size=s) for m, c in zip(means, covs,
-                                                                            strict=True)])
+    means = np.stack([mvn(rng, np.zeros(d), c) for c in covs])
+    draws = np.stack([mvn(rng, m, c, s) for m, c in zip(means, covs, strict=True)])
     mean, cov = product(means, covs)
     return draws, mean, cov, means, covs
 
@@ -204,12 +210,13 @@ def test_weight_noise_matches_its_derivation_and_pooling_cuts_it():
 
 def test_laplace_targets_remove_the_weight_noise():
     """Shrunk toward the shards' exact precisions (the Laplace precisions of Gaussian
-    shards), heterogeneous correlated shards (S = 2000, d = 10, 8 replications) lose
-    the weight part of the mean's MC error: MSE ~1/S instead of ~(d + 2)/S. Over 80
-    squared errors the MSE has relative sd ~0.16, so the bounds (2 and 0.5 of the
-    expected 1/S and (d+2)/S) hold for almost any seed."""
+    shards), heterogeneous correlated shards (S = 2000, d = 10) lose the weight part of
+    the mean's MC error: MSE ~1/S instead of ~d/S. Measured over 40 seeds, S x MSE has
+    mean 1.07 (sd 0.94) with Laplace targets and 10.6 (sd 7.9) with sample weights (one
+    dataset's 10 coordinates are correlated, so the per-seed MSE is heavy-tailed). Means
+    over 16 seeds have sds 0.23 and 2.0: the bounds 2/S and 4/S sit 4 and 3.3 sds away."""
     s, mse = 2000, {"sample": [], "laplace": []}
-    for seed in range(8):
+    for seed in range(16):
         draws, mean, cov, _, covs = gaussian_shards(seed=seed, s=s)
         sd = np.sqrt(np.diag(cov))
         for name, opts in (("sample", {}), ("laplace", {"laplace": np.linalg.inv(covs)})):
@@ -220,7 +227,7 @@ def test_laplace_targets_remove_the_weight_noise():
                     mse[name].append(np.mean(err**2))
                 assert res.draws.shape[1] == D
     assert np.mean(mse["laplace"]) < 2.0 / s
-    assert np.mean(mse["sample"]) > 0.5 * (D + 2) / s
+    assert np.mean(mse["sample"]) > 4.0 / s
 
 
 def test_laplace_target_ignored_where_not_positive_definite(correlated):
@@ -233,6 +240,10 @@ def test_laplace_target_ignored_where_not_positive_definite(correlated):
     np.testing.assert_allclose(shrunk[3], shard_covariances(draws[3:4], "none")[0])
 
 
+#: Centre of the minor mode in :func:`bimodal_shards` (the major mode is at 0).
+MINOR_CENTER = np.array([3.0, -2.0, 1.0])
+
+
 def bimodal_shards(seed: int, k: int = 40, s: int = 4000, p_minor: float = 0.3):
     """Shards that each found one of two modes (6 shard sds apart); the minor mode is
     found with probability p_minor. Returns draws, membership and shard parameters."""
@@ -240,9 +251,9 @@ def bimodal_shards(seed: int, k: int = 40, s: int = 4000, p_minor: float = 0.3):
     d = 3
     minor = rng.uniform(size=k) < p_minor
     cov = k * 0.01 * equicorrelation(d, 0.5)
-    centers = np.where(minor[:, None], np.array([3.0, -2.0, 1.0]), 0.0)
-    means = centers + rng.multivariate_normal(np.zeros(d), cov, size=k)
-    draws = means[:, None] + rng.multivariate_normal(np.zeros(d), cov, size=(k, s))
+    centers = np.where(minor[:, None], MINOR_CENTER, 0.0)
+    means = centers + mvn(rng, np.zeros(d), cov, k)
+    draws = means[:, None] + mvn(rng, np.zeros(d), cov, (k, s))
     return draws, minor, means, np.broadcast_to(cov, (k, d, d))
 
 
@@ -252,19 +263,32 @@ def test_bimodal_returns_two_modes_with_their_weights():
     res = combine(draws, "bimodal", seed=1)
     info = res.info
     assert info["bimodal"] and info["num_modes"] == 2
-    minor_shards = set(info["modes"][1]["shards"])
-    assert minor_shards == set(np.flatnonzero(minor).tolist())  # clustering is exact
+    found = np.zeros(k, dtype=bool)
+    found[info["modes"][1]["shards"]] = True
+    # The split is the best 2-means cut of the shard means in one coordinate j: each shard
+    # is nearer its own group's mean there than the other's.
+    j = info["coordinate"]
+    x = draws.mean(axis=1)[:, j]
+    own = np.where(found, x[found].mean(), x[~found].mean())
+    other = np.where(found, x[~found].mean(), x[found].mean())
+    assert np.all(np.abs(x - own) <= np.abs(x - other))
+    # A shard whose mean landed within one shard sd of the midpoint between the two centres
+    # can fall on either side of the cut (the cut itself moves by ~0.2 shard sd with the
+    # draws): every other shard is in the mode it found.
+    shard_sd = np.sqrt(covs[0, j, j])
+    clear = np.abs(means[:, j] - 0.5 * MINOR_CENTER[j]) > shard_sd
+    np.testing.assert_array_equal(found[clear], minor[clear])
     # weight = share of shards in the mode; truth 0.3, binomial sd sqrt(.3 .7 / 40) = 0.072
-    assert info["weights"][1] == pytest.approx(minor.mean())
+    assert info["weights"][1] == pytest.approx(found.mean())
     assert abs(info["weights"][1] - 0.3) < 3 * np.sqrt(0.3 * 0.7 / k)
-    for mode, members in zip(info["modes"], (~minor, minor), strict=True):
+    for mode, members in zip(info["modes"], (~found, found), strict=True):
         m_true, c_true = product(means[members], covs[members])
         c_true = c_true * members.sum() / k  # tempered up to carry the whole data
         sd = np.sqrt(np.diag(c_true))
         # per-mode consensus of S draws: the MEAN_TOL argument with d = 3
         assert np.max(np.abs((np.asarray(mode["mean"]) - m_true) / sd)) < Z * np.sqrt(5 / s)
         sd_hat = np.sqrt(np.diag(mode["cov"]))
-        assert np.max(np.abs(sd_hat / sd - 1)) < Z * np.sqrt(1 / (2 * s) + 4 / (minor.sum() * s))
+        assert np.max(np.abs(sd_hat / sd - 1)) < Z * np.sqrt(1 / (2 * s) + 4 / (found.sum() * s))
     # the returned draws are the mixture with those weights
     near_minor = np.linalg.norm(res.draws - np.asarray(info["modes"][1]["mean"]), axis=1) < 1.0
     assert near_minor.mean() == pytest.approx(info["weights"][1], abs=1.0 / s)
