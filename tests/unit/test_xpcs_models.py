@@ -29,6 +29,7 @@ from shardmc.xpcs import (  # noqa: E402
 )
 from shardmc.xpcs.models import DATA_KEYS, GEOMETRY_KEYS  # noqa: E402
 from shardmc.xpcs.physics import PHYSICS_MODELS  # noqa: E402
+from shardmc.xpcs.row_layout import ROW_KEYS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +44,15 @@ def trace(model, data):
 
 @pytest.mark.parametrize("physics", PHYSICS_MODELS)
 @pytest.mark.parametrize("mode", ["individual", "auto", "constant", "constant_averaged"])
-def test_sites_and_contract(physics, mode, small):
+@pytest.mark.parametrize("likelihood", ["rows", "points"])
+def test_sites_and_contract(physics, mode, likelihood, small):
     data = small[0]
-    model = XPCSModel.create(physics, data.n_phi, per_angle_mode=mode)
+    model = XPCSModel.create(physics, data.n_phi, per_angle_mode=mode, likelihood=likelihood)
     tr, points, kwargs = trace(model, data)
-    assert set(points) == set(DATA_KEYS)
-    assert all(v.shape == (data.num_points,) for v in points.values())
+    n = data.num_points if likelihood == "points" else data.n_phi * (data.n_t - 1)
+    assert set(points) == set(DATA_KEYS if likelihood == "points" else ROW_KEYS)
+    assert all(v.shape[0] == n for v in points.values())
+    assert model.observation_counts(points, kwargs).sum() == data.num_points
     assert set(GEOMETRY_KEYS) <= set(kwargs)
     assert all(isinstance(v, np.ndarray) for v in kwargs.values())
     latent = tuple(k for k, s in tr.items() if s["type"] == "sample" and not s["is_observed"])
@@ -56,7 +60,7 @@ def test_sites_and_contract(physics, mode, small):
     deterministic = {k for k, s in tr.items() if s["type"] == "deterministic"}
     assert latent == model.sampled_sites
     assert observed == ["c2"]
-    assert tr["c2"]["fn"].batch_shape == (data.num_points,)
+    assert tr["c2"]["fn"].batch_shape == (n,)
     assert deterministic == set(model.deterministic_sites)
     physical = set(model.parameter_names)
     assert physical <= set(latent) | deterministic  # users see every physical name
@@ -132,7 +136,7 @@ def test_prior_overrides_and_errors():
 def test_log_density_equals_table_prior_plus_likelihood(small):
     """Sampling log D0 and log sigma gives exactly the table's log-uniform priors."""
     data = small[0]
-    model = XPCSModel.create("static", 3, parameterization="physical")
+    model = XPCSModel.create("static", 3, parameterization="physical", likelihood="points")
     points, kwargs = prepare(model, data)
     phys = {"D0": 8.0e3, "alpha": -0.4, "D_offset": 150.0, "contrast": np.array([0.3, 0.2, 0.25]),
             "offset": np.array([1.0, 1.01, 0.99]), "sigma": np.array([0.01, 0.02, 0.015])}
@@ -178,7 +182,7 @@ def test_rate_blocks_carry_the_same_prior_times_their_jacobian(physics, small):
 
 def test_prior_draws_follow_the_table():
     data, _ = simulate("laminar_flow", n_angles=2, n_t=6, seed=0)
-    model = XPCSModel.create("laminar_flow", 2)
+    model = XPCSModel.create("laminar_flow", 2, likelihood="points")  # rows observe only
     points, kwargs = prepare(model, data)
     points = {**points, "c2": None}
     draws = Predictive(model, num_samples=4000)(jax.random.key(1), **kwargs, **points)
@@ -194,7 +198,7 @@ def test_masked_points_drop_out_of_the_likelihood(small):
     """The engine masks padded points along the c2 batch axis (shardmc.tempering)."""
     data = small[0]
     model = XPCSModel.create("static", 3, per_angle_mode="constant",
-                             parameterization="physical")
+                             parameterization="physical", likelihood="points")
     points, kwargs = prepare(model, data)
     n = data.num_points
     keep = np.arange(n) < n - 7
@@ -212,17 +216,27 @@ def test_masked_points_drop_out_of_the_likelihood(small):
 def test_noise_modes(small):
     data = small[0]
     known = simulate("static", n_angles=3, n_t=12, seed=3, known_sigma=True)[0]
-    model = XPCSModel.create("static", 3, noise="known")
+    model = XPCSModel.create("static", 3, noise="known", likelihood="points")
     with pytest.raises(ShardMCInputError, match="sigma"):
         prepare(model, data)
+    with pytest.raises(ShardMCInputError, match="sigma"):
+        prepare(XPCSModel.create("static", 3, noise="known"), data)
     tr, points, _ = trace(model, known)
     assert "sigma" in points and "log_sigma" not in tr
     np.testing.assert_allclose(np.asarray(tr["c2"]["fn"].scale), points["sigma"])
-    sampled = XPCSModel.create("static", 3)
+    sampled = XPCSModel.create("static", 3, likelihood="points")
     pts, kw = prepare(sampled, known)
     assert "sigma" not in pts  # dropped for the sampled-noise model
     with pytest.raises(ShardMCInputError, match="noise='sampled'"):
         handlers.seed(sampled, 0)(**kw, **pts, sigma=np.ones(data.num_points))
+    rows_known = XPCSModel.create("static", 3, noise="known")
+    tr, rows, kw = trace(rows_known, known)
+    assert {"weight", "weight_sum", "log_sigma"} <= set(rows) and "log_sigma" not in tr
+    rows_sampled = XPCSModel.create("static", 3)
+    with pytest.raises(ShardMCInputError, match="noise='sampled'"):
+        handlers.seed(rows_sampled, 0)(**kw, **rows)
+    with pytest.raises(ShardMCInputError, match="weight"):
+        handlers.seed(rows_known, 0)(**kw, **{k: v for k, v in rows.items() if k != "weight"})
 
 
 def test_constant_modes_use_quantile_scaling(small):
@@ -264,5 +278,8 @@ def test_potential_gradient_finite_in_unconstrained_space():
 
 
 def test_normal_site_is_a_single_vectorised_normal(small):
-    tr, _, _ = trace(XPCSModel.create("two_component", 3), small[0])
+    tr, _, _ = trace(XPCSModel.create("two_component", 3, likelihood="points"), small[0])
     assert isinstance(tr["c2"]["fn"], dist.Normal)
+    tr, rows, _ = trace(XPCSModel.create("two_component", 3), small[0])
+    assert isinstance(tr["c2"]["fn"], dist.Unit)  # a factor of the rows' log densities
+    assert tr["c2"]["fn"].batch_shape == (rows["c2"].shape[0],)

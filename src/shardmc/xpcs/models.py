@@ -1,17 +1,23 @@
-"""NumPyro models of pooled XPCS points.
+"""NumPyro models of XPCS two-time data, as dense frame rows or pooled points.
 
-Contract with the engine: ``model(**model_kwargs, **data)`` where
+Contract with the engine: ``model(**model_kwargs, **data)`` where ``data`` is
 
-* ``data`` (per point, length n): ``phi_idx``, ``t1_idx``, ``t2_idx`` (int), ``c2`` (float)
-  and, for ``noise="known"``, ``sigma`` (float);
+* under ``likelihood="rows"`` (default), one entry per frame row (angle, t1) holding all of
+  its later frames (:mod:`shardmc.xpcs.row_layout`): ``phi_idx``, ``t1_idx``, ``c2``
+  (R, C) centred, ``c2_mean``, ``c2_ss`` and, for ``noise="known"``, ``weight``,
+  ``weight_sum``, ``log_sigma``. The observed site is a ``numpyro.factor("c2", ...)`` of
+  the rows' Gaussian log densities, shape (R,) (:mod:`shardmc.xpcs.row_likelihood`);
+* under ``likelihood="points"``, per point (length n): ``phi_idx``, ``t1_idx``,
+  ``t2_idx`` (int), ``c2`` (float) and, for ``noise="known"``, ``sigma`` (float); the
+  observed site is ``numpyro.sample("c2", Normal(mean, sigma), obs=c2)``, batch (n,);
 * ``model_kwargs`` (arrays, not per point): ``t`` (n_t,) s, ``dt`` s, ``q`` Å⁻¹, ``gap`` Å,
   ``phi`` (n_phi,) degrees, and for constant scaling modes
   ``contrast_fixed`` / ``offset_fixed`` (n_phi,).
 
-All static choices (physics, per-angle mode, priors, noise, shear convention) are fields
-of the frozen, hashable :class:`XPCSModel`, so it can be a static ``jax.jit`` argument and
-be pickled to worker processes. The single observed site is
-``numpyro.sample("c2", Normal(mean, sigma), obs=c2)`` with batch shape (n,).
+All static choices (physics, per-angle mode, priors, noise, shear convention, data
+layout) are fields of the frozen, hashable :class:`XPCSModel`, so it can be a static
+``jax.jit`` argument and be pickled to worker processes. Both layouts give the same log
+density for the same data (tested to 1e-10, value and gradient).
 
 Parameterisation (``parameterization``):
 
@@ -32,7 +38,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jax
@@ -60,6 +66,13 @@ from shardmc.xpcs.physics import (
     gather,
 )
 from shardmc.xpcs.reparam import BlockBox, RateBlockPrior, reference_time
+from shardmc.xpcs.row_layout import (
+    KNOWN_NOISE_ROW_KEYS,
+    ROW_KEYS,
+    row_arrays,
+    row_observations,
+)
+from shardmc.xpcs.row_likelihood import row_log_likelihood, row_sum_squares
 
 PER_ANGLE_MODES = ("individual", "auto", "constant", "constant_averaged")
 NOISE_MODES = ("sampled", "known")
@@ -69,6 +82,10 @@ DATA_KEYS = ("phi_idx", "t1_idx", "t2_idx", "c2")
 GEOMETRY_KEYS = ("t", "dt", "q", "gap", "phi")
 FIXED_SCALING_KEYS = ("contrast_fixed", "offset_fixed")
 PARAMETERIZATIONS = ("rates", "physical")
+#: Data layouts: dense frame rows (structured kernels, default) or pooled points.
+LIKELIHOODS = ("rows", "points")
+#: Row kernels: "auto" (structured where the physics factors, else dense) or "dense".
+ROW_KERNELS = ("auto", "dense")
 #: Power-law blocks r(t) = amplitude t^exponent + offset: site name -> (amplitude, exponent,
 #: offset). Sampled in rate coordinates under parameterization="rates".
 RATE_BLOCKS = {
@@ -89,7 +106,9 @@ class XPCSModel:
     priors: resolved PriorSpec of every site (see :func:`resolve_priors`);
     noise: "sampled" (per-angle sigma) | "known" (per-point ``sigma`` in the data);
     shear_convention: "published" | "reference" (laminar_flow only);
-    parameterization: "rates" | "physical" (module docstring).
+    parameterization: "rates" | "physical" (module docstring);
+    likelihood: "rows" | "points", the data layout (module docstring);
+    row_kernel: "auto" | "dense" (rows only; :func:`row_sum_squares`).
     """
 
     physics: str
@@ -99,6 +118,8 @@ class XPCSModel:
     noise: str = "sampled"
     shear_convention: str = "published"
     parameterization: str = "rates"
+    likelihood: str = "rows"
+    row_kernel: str = "auto"
 
     def __post_init__(self) -> None:
         names = model_parameter_names(self.physics)
@@ -116,6 +137,12 @@ class XPCSModel:
         if self.parameterization not in PARAMETERIZATIONS:
             raise ShardMCInputError(f"parameterization: expected one of {PARAMETERIZATIONS}, "
                                     f"found {self.parameterization!r}")
+        if self.likelihood not in LIKELIHOODS:
+            raise ShardMCInputError(f"likelihood: expected one of {LIKELIHOODS}, found "
+                                    f"{self.likelihood!r}")
+        if self.row_kernel not in ROW_KERNELS:
+            raise ShardMCInputError(f"row_kernel: expected one of {ROW_KERNELS}, found "
+                                    f"{self.row_kernel!r}")
         if not self.priors:
             object.__setattr__(self, "priors", resolve_priors(self.physics))
         have = {p.name for p in self.priors}
@@ -134,10 +161,23 @@ class XPCSModel:
         noise: str = "sampled",
         shear_convention: str = "published",
         parameterization: str = "rates",
+        likelihood: str = "rows",
     ) -> XPCSModel:
         """A model with the table's default priors, ``priors`` overriding them by name."""
         return cls(physics, int(n_angles), per_angle_mode, resolve_priors(physics, priors),
-                   noise, shear_convention, parameterization)
+                   noise, shear_convention, parameterization, likelihood)
+
+    def with_points(self) -> XPCSModel:
+        """The same model over pooled points (``likelihood="points"``)."""
+        return replace(self, likelihood="points")
+
+    def observation_counts(self, data: Mapping[str, Any], model_kwargs: Mapping[str, Any]
+                           ) -> np.ndarray:
+        """Data points carried by each entry of ``data`` along axis 0 (R,) or (n,): the
+        engine sizes sampling plans and reports point counts with it."""
+        if self.likelihood == "points":
+            return np.ones(np.shape(data["c2"])[0], dtype=np.int64)
+        return row_observations(data, int(np.shape(model_kwargs["t"])[0]))
 
     # -- static structure ------------------------------------------------------------------
     @property
@@ -229,11 +269,12 @@ class XPCSModel:
         phi: Any,
         phi_idx: Any,
         t1_idx: Any,
-        t2_idx: Any,
+        t2_idx: Any = None,
         c2: Any = None,
         sigma: Any = None,
         contrast_fixed: Any = None,
         offset_fixed: Any = None,
+        **rows: Any,
     ) -> None:
         physical: dict[str, Any] = {}
         for site in self.rate_blocks:
@@ -251,6 +292,11 @@ class XPCSModel:
             contrast, offset = physical["contrast"], physical["offset"]
         contrast = jnp.broadcast_to(contrast, (self.n_angles,))
         offset = jnp.broadcast_to(offset, (self.n_angles,))
+        geometry = Geometry(t, dt, q, gap, phi)
+        if self.likelihood == "rows":
+            self._row_factor(physical, contrast, offset, geometry,
+                             {"phi_idx": phi_idx, "t1_idx": t1_idx, "c2": c2, **rows})
+            return
         if self.noise == "known":
             if sigma is None:
                 raise ShardMCInputError("data: noise='known' needs a per-point 'sigma' array")
@@ -260,11 +306,30 @@ class XPCSModel:
                 raise ShardMCInputError("data: got a per-point 'sigma' but the model samples "
                                         "sigma (noise='sampled'); use noise='known' or drop it")
             scale = gather(physical[NOISE_PARAM], phi_idx)
-        geometry = Geometry(t, dt, q, gap, phi)
         index = PointIndex(phi_idx, t1_idx, t2_idx)
         mean = c2_mean(self.physics, physical, contrast, offset, geometry, index,
                        shear_convention=self.shear_convention)
         numpyro.sample("c2", dist.Normal(mean, scale), obs=c2)
+
+    def _row_factor(self, physical: dict[str, Any], contrast: Any, offset: Any,
+                    geometry: Geometry, rows: dict[str, Any]) -> None:
+        needed = ROW_KEYS + (KNOWN_NOISE_ROW_KEYS if self.noise == "known" else ())
+        missing = [k for k in needed if rows.get(k) is None]
+        if missing:
+            raise ShardMCInputError(f"data: likelihood='rows' with noise={self.noise!r} needs "
+                                    f"the row arrays {missing} (see xpcs.prepare)")
+        extra = sorted(set(KNOWN_NOISE_ROW_KEYS) & {k for k, v in rows.items()
+                                                    if v is not None})
+        if extra and self.noise == "sampled":
+            raise ShardMCInputError(f"data: got known-noise row arrays {extra} but the model "
+                                    "samples sigma (noise='sampled'); use noise='known'")
+        sum_squares = row_sum_squares(self.physics, physical, contrast, offset, geometry, rows,
+                                      shear_convention=self.shear_convention,
+                                      kernel=self.row_kernel)
+        sigma = None
+        if self.noise == "sampled":
+            sigma = jnp.broadcast_to(physical[NOISE_PARAM], (self.n_angles,))
+        numpyro.factor("c2", row_log_likelihood(sum_squares, rows, geometry.t.shape[0], sigma))
 
     def _sample(self, name: str) -> Any:
         spec = self.prior[name]
@@ -328,13 +393,15 @@ def model_kwargs(model: XPCSModel, data: XPCSData) -> dict[str, np.ndarray]:
 
 
 def model_data(model: XPCSModel, data: XPCSData) -> dict[str, np.ndarray]:
-    """Per-point arrays for the engine (``sigma`` only with noise="known")."""
+    """Arrays for the engine in the model's layout: frame rows or pooled points (known
+    noise only with noise="known")."""
+    if model.noise == "known" and data.sigma is None:
+        raise ShardMCInputError("XPCSData.sigma: noise='known' needs a known sigma array, "
+                                "found None")
+    if model.likelihood == "rows":
+        return row_arrays(data, known_noise=model.noise == "known")
     pooled = pool(data)
-    if model.noise == "known":
-        if "sigma" not in pooled:
-            raise ShardMCInputError("XPCSData.sigma: noise='known' needs a known sigma array, "
-                                    "found None")
-    else:
+    if model.noise != "known":
         pooled.pop("sigma", None)
     return pooled
 

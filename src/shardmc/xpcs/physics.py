@@ -97,6 +97,53 @@ class PointIndex(NamedTuple):
     t1_idx: Any
     t2_idx: Any
 
+    def span(self, cumulative: Any) -> Any:
+        """∫ f dt over each point's interval (n,) from the cumulative integral (n_t,)."""
+        return interval_integral(cumulative, self.t1_idx, self.t2_idx)
+
+    def at_t1(self, table: Any) -> Any:
+        """A per-frame table (n_t,) at the earlier frame of every point, (n,)."""
+        return gather(table, jnp.minimum(self.t1_idx, self.t2_idx))
+
+    def at_t2(self, table: Any) -> Any:
+        """A per-frame table (n_t,) at the later frame of every point, (n,)."""
+        return gather(table, jnp.maximum(self.t1_idx, self.t2_idx))
+
+    def at_angle(self, table: Any) -> Any:
+        """A per-angle table (n_phi,) at every point, (n,)."""
+        return gather(table, self.phi_idx)
+
+
+class RowIndex(NamedTuple):
+    """Dense frame rows: row r is (angle phi_idx[r], frame t1_idx[r]) against every column
+    frame 0..n_cols-1 (frames past n_t - 1 are padding). Quantities broadcast to
+    (R, n_cols); entries with column <= t1 carry finite filler (their integral is 0) and
+    are masked out of the likelihood by the row layout (:mod:`shardmc.xpcs.row_layout`).
+    """
+
+    phi_idx: Any  # (R,) int
+    t1_idx: Any  # (R,) int
+    n_cols: int  # static: columns of the row arrays (>= n_t)
+
+    def padded(self, table: Any) -> Any:
+        """A per-frame table (n_t,) extended to n_cols by its last value."""
+        return jnp.pad(table, (0, self.n_cols - table.shape[0]), mode="edge")
+
+    def span(self, cumulative: Any) -> Any:
+        """∫_{t1}^{t_j} f dt for every row and column j > t1 (0 elsewhere), (R, n_cols)."""
+        c = self.padded(cumulative)
+        later = jnp.arange(self.n_cols)[None, :] > self.t1_idx[:, None]
+        return jnp.where(later, c[None, :] - c[self.t1_idx][:, None], 0.0)
+
+    def at_t1(self, table: Any) -> Any:
+        return table[self.t1_idx][:, None]
+
+    def at_t2(self, table: Any) -> Any:
+        return self.padded(table)[None, :]
+
+    def at_angle(self, table: Any) -> Any:
+        return table[self.phi_idx][:, None]
+
 
 def _with_derivative(value_and_derivative: Callable[[Any], tuple[Any, Any]]) -> Callable:
     """An elementwise function whose JVP uses its derivative computed once, materialised.
@@ -183,11 +230,6 @@ def interval_integral(cumulative: Any, t1_idx: Any, t2_idx: Any) -> Any:
     return gather(cumulative, hi) - gather(cumulative, lo)
 
 
-def angle_cosine(phi0: Any, phi: Any, phi_idx: Any, *, sign: float) -> Any:
-    """cos(φ_i + sign · φ0) (degrees) at every point i, shape (n,)."""
-    return gather(jnp.cos(jnp.deg2rad(phi + sign * phi0)), phi_idx)
-
-
 def decay(q: Any, integral: Any) -> Any:
     """exp(−q² ∫J dt), the squared field correlation of diffusion; ``integral`` >= 0.
 
@@ -214,7 +256,7 @@ def _diffusion_rate(log_t: Any, d0: Any, alpha: Any, d_offset: Any) -> Any:
 def homodyne_term(
     params: Mapping[str, Any],
     geometry: Geometry,
-    index: PointIndex,
+    index: PointIndex | RowIndex,
     *,
     shear: bool,
     shear_convention: str = "published",
@@ -224,20 +266,26 @@ def homodyne_term(
     params: D0, alpha, D_offset (and, with ``shear``, gamma_dot_0, beta, gamma_dot_offset,
     phi0 in degrees).
     """
-    log_t = jnp.log(rate_times(geometry.t, geometry.dt))
-    rate = _diffusion_rate(log_t, params["D0"], params["alpha"], params["D_offset"])
-    c_diff = cumulative_trapezoid(rate, geometry.t)
+    c_diff = diffusion_integral(params, geometry)
     if not shear:
-        return decay(geometry.q, interval_integral(c_diff, index.t1_idx, index.t2_idx))
+        return decay(geometry.q, index.span(c_diff))
+    log_t = jnp.log(rate_times(geometry.t, geometry.dt))
     gamma_dot = power_law(log_t, params["gamma_dot_0"], params["beta"]) + params["gamma_dot_offset"]
     if shear_convention == "reference":
         gamma_dot = jnp.maximum(gamma_dot, 0.0)
     c_shear = cumulative_trapezoid(gamma_dot, geometry.t)
-    int_diff = interval_integral(c_diff, index.t1_idx, index.t2_idx)
-    int_shear = interval_integral(c_shear, index.t1_idx, index.t2_idx)
-    cos_phi = angle_cosine(params["phi0"], geometry.phi, index.phi_idx, sign=-1.0)
+    int_diff = index.span(c_diff)
+    int_shear = index.span(c_shear)
+    cos_phi = index.at_angle(jnp.cos(jnp.deg2rad(geometry.phi - params["phi0"])))
     phase = (0.5 * geometry.q * geometry.gap) * cos_phi * int_shear
     return decay(geometry.q, int_diff) * shear_factor(phase, shear_convention)
+
+
+def diffusion_integral(params: Mapping[str, Any], geometry: Geometry) -> Any:
+    """C[k] = ∫_{t_0}^{t_k} J dt (Å²), J = max(D0 t^α + D_offset, 0), shape (n_t,)."""
+    log_t = jnp.log(rate_times(geometry.t, geometry.dt))
+    rate = _diffusion_rate(log_t, params["D0"], params["alpha"], params["D_offset"])
+    return cumulative_trapezoid(rate, geometry.t)
 
 
 def sample_fraction(t: Any, f0: Any, f1: Any, f2: Any, f3: Any) -> Any:
@@ -246,28 +294,27 @@ def sample_fraction(t: Any, f0: Any, f1: Any, f2: Any, f3: Any) -> Any:
     return jnp.clip(f0 * jnp.exp(exponent) + f3, 0.0, 1.0)
 
 
-def heterodyne_term(params: Mapping[str, Any], geometry: Geometry, index: PointIndex) -> Any:
+def heterodyne_term(params: Mapping[str, Any], geometry: Geometry,
+                    index: PointIndex | RowIndex) -> Any:
     """The normalised two-component (reference + sample) correlation at every point, (n,)."""
     p = params
     log_t = jnp.log(rate_times(geometry.t, geometry.dt))
     j_ref = _diffusion_rate(log_t, p["D0_ref"], p["alpha_ref"], p["D_offset_ref"])
     j_smp = _diffusion_rate(log_t, p["D0_sample"], p["alpha_sample"], p["D_offset_sample"])
     velocity = power_law(log_t, p["v0"], p["beta"]) + p["v_offset"]
-    i1, i2 = index.t1_idx, index.t2_idx
     fs = sample_fraction(geometry.t, p["f0"], p["f1"], p["f2"], p["f3"])
     # ordered interval (the expression is symmetric in t1 <-> t2): J integrals are >= 0.
     # One 1-D gather per quantity: row gathers of a stacked (n_t, k) table leave strided
     # columns that XLA on CPU does not vectorise.
-    lo, hi = jnp.minimum(i1, i2), jnp.maximum(i1, i2)
-    int_ref = interval_integral(cumulative_trapezoid(j_ref, geometry.t), lo, hi)
-    int_smp = interval_integral(cumulative_trapezoid(j_smp, geometry.t), lo, hi)
-    int_v = interval_integral(cumulative_trapezoid(velocity, geometry.t), lo, hi)
+    int_ref = index.span(cumulative_trapezoid(j_ref, geometry.t))
+    int_smp = index.span(cumulative_trapezoid(j_smp, geometry.t))
+    int_v = index.span(cumulative_trapezoid(velocity, geometry.t))
     h_ref2 = decay(geometry.q, int_ref)  # h_r² = exp(−q² ∫J_r)
     h_smp2 = decay(geometry.q, int_smp)
     h_cross = decay(geometry.q, 0.5 * (int_ref + int_smp))  # h_r · h_s
-    fs1, fs2 = gather(fs, lo), gather(fs, hi)
+    fs1, fs2 = index.at_t1(fs), index.at_t2(fs)
     fr1, fr2 = 1.0 - fs1, 1.0 - fs2
-    q_cos = geometry.q * angle_cosine(p["phi0"], geometry.phi, index.phi_idx, sign=1.0)
+    q_cos = geometry.q * index.at_angle(jnp.cos(jnp.deg2rad(geometry.phi + p["phi0"])))
     cross = 2.0 * fr1 * fs1 * fr2 * fs2 * h_cross * cosine(q_cos * int_v)
     numerator = (fr1 * fr2) ** 2 * h_ref2 + (fs1 * fs2) ** 2 * h_smp2 + cross
     denominator = (fs1**2 + fr1**2) * (fs2**2 + fr2**2)  # >= 1/4 since f_r + f_s = 1
@@ -278,7 +325,7 @@ def correlation_term(
     physics: str,
     params: Mapping[str, Any],
     geometry: Geometry,
-    index: PointIndex,
+    index: PointIndex | RowIndex,
     *,
     shear_convention: str = "published",
 ) -> Any:
@@ -298,13 +345,14 @@ def c2_mean(
     contrast: Any,
     offset: Any,
     geometry: Geometry,
-    index: PointIndex,
+    index: PointIndex | RowIndex,
     *,
     shear_convention: str = "published",
 ) -> Any:
-    """Model c2 at every point: offset_φ + contrast_φ · term; contrast/offset are (n_phi,)."""
+    """Model c2 at every point (n,) or row entry (R, n_cols): offset_φ + contrast_φ · term;
+    contrast/offset are (n_phi,)."""
     term = correlation_term(physics, params, geometry, index, shear_convention=shear_convention)
-    return gather(offset, index.phi_idx) + gather(contrast, index.phi_idx) * term
+    return index.at_angle(offset) + index.at_angle(contrast) * term
 
 
 def c2_matrix(

@@ -203,6 +203,7 @@ def warm_start(
     max_points: fit a seeded random subset of at most this many pooled points.
     laplace: also compute the unconstrained Laplace covariance (one Hessian compile).
     """
+    model = model.with_points()  # a least-squares fit of a random subset of points
     layout = _layout(model)
     with jax.enable_x64(True):
         arrays = model_data(model, data)
