@@ -106,6 +106,25 @@ def probe_model(model: Callable, data: dict[str, np.ndarray], model_kwargs: dict
                       {**model_kwargs, **_subset(data, rows_a)})
 
 
+def shard_observations(model: Callable, data: dict[str, np.ndarray],
+                       model_kwargs: dict[str, Any], layout: ShardLayout) -> np.ndarray:
+    """Data points in each shard (K,): the shard sizes, or, for a model whose entries along
+    axis 0 carry several points each (XPCS frame rows), the sum of its
+    ``observation_counts(data, model_kwargs)`` over each shard's real entries."""
+    counts = observation_counts(model, data, model_kwargs)
+    return np.where(layout.mask, counts[layout.indices], 0).sum(axis=1)
+
+
+def observation_counts(model: Callable, data: dict[str, np.ndarray],
+                       model_kwargs: dict[str, Any]) -> np.ndarray:
+    """Data points carried by each entry of ``data`` along axis 0: the model's
+    ``observation_counts(data, model_kwargs)`` where it has one, else one per entry."""
+    counts_fn = getattr(model, "observation_counts", None)
+    if counts_fn is None:
+        return np.ones(next(iter(data.values())).shape[0], dtype=np.int64)
+    return np.asarray(counts_fn(data, model_kwargs), dtype=np.int64)
+
+
 def _config(config: SamplerConfig | None, overrides: dict[str, Any]) -> SamplerConfig:
     base = config or SamplerConfig()
     names = {f.name for f in dataclasses.fields(SamplerConfig)}
@@ -337,7 +356,8 @@ def fit(
                                 f"latent sites are {list(probe.layout.names)}")
     if config.init_strategy == "value" and not init_values:
         raise ShardMCInputError("init_values: init_strategy 'value' needs init_values, found none")
-    plan = SamplingPlan.from_config(config, layout.shard_length, probe.layout.dim)
+    observations = shard_observations(model, data, model_kwargs, layout)
+    plan = SamplingPlan.from_config(config, int(observations.max()), probe.layout.dim)
     workload = Workload(num_shards, layout.shard_length, probe.layout.dim, plan.n_chains,
                         plan.n_warmup, plan.n_samples,
                         sum(int(a[:1].nbytes) for a in data.values()))
@@ -373,8 +393,10 @@ def fit(
     diag = stack_diagnostics([_diagnosed(r, diag_parts, config.max_tree_depth)
                               for r in results])
     provenance = {
-        "seed": seed, "num_shards": num_shards, "num_points": n, "sharding": sharding,
-        "shard_sizes": layout.sizes.tolist(), "space": space,
+        "seed": seed, "num_shards": num_shards, "num_points": int(observations.sum()),
+        "num_rows": n, "sharding": sharding,
+        "shard_sizes": observations.tolist(), "shard_rows": layout.sizes.tolist(),
+        "space": space,
         "method": method if isinstance(method, str) else getattr(method, "__name__", "custom"),
         "combine_info": info, "sampler": dataclasses.asdict(config),
         "plan": dataclasses.asdict(plan), "backend": runner.capabilities.name,

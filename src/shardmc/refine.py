@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 PROPOSAL_DF = 5
 #: Pareto k-hat above which importance weights are unreliable (Vehtari et al. 2024).
 PSIS_K_MAX = 0.7
-#: Points per chunk when the full-data log density is evaluated (one compile per shape).
+#: Array entries per chunk (points, or row entries for row data such as XPCS frame rows)
+#: when the full-data log density is evaluated (one compile per shape).
 CHUNK_POINTS = 100_000
 #: Draws evaluated together (vmap width); the last batch is padded.
 DRAW_BATCH = 256
@@ -45,12 +46,13 @@ DRAW_BATCH = 256
 
 def _chunked(model: Callable, data: dict[str, np.ndarray],
              model_kwargs: dict[str, Any]) -> tuple[ShardLayout, ModelProbe]:
-    """The data cut into contiguous chunks of at most CHUNK_POINTS points, and the model
-    probed on them (one trace of one chunk, never of all the data)."""
+    """The data cut into contiguous chunks of at most CHUNK_POINTS array entries, and the
+    model probed on them (one trace of one chunk, never of all the data)."""
     from shardmc.engine import probe_model
 
     n = next(iter(data.values())).shape[0]
-    layout = assign_points(n, -(-n // CHUNK_POINTS), "contiguous")
+    width = max(int(np.prod(np.shape(a)[1:])) for a in data.values())  # entries per row
+    layout = assign_points(n, min(n, -(-n * width // CHUNK_POINTS)), "contiguous")
     return layout, probe_model(model, data, model_kwargs, layout)
 
 
@@ -82,8 +84,11 @@ def full_potential(model: Callable, data: dict[str, np.ndarray], model_kwargs: d
 def _t_proposal(center: np.ndarray, cov: np.ndarray, num: int, df: float,
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``num`` draws of the multivariate t (center, cov, df) and their log densities."""
+    # scipy's rvs goes through multivariate_normal's SVD factor, whose eigenvectors (and
+    # so the draws of one seed) differ between LAPACK kernels; the Cholesky factor does not
+    normal = rng.multivariate_normal(np.zeros(center.size), cov, size=num, method="cholesky")
+    draws = center + normal / np.sqrt(rng.chisquare(df, size=num) / df)[:, None]
     dist = multivariate_t(loc=center, shape=cov, df=df)
-    draws = np.asarray(dist.rvs(size=num, random_state=rng)).reshape(num, -1)
     return draws, np.asarray(dist.logpdf(draws)).reshape(num)
 
 
@@ -100,7 +105,7 @@ def importance_refine(posterior: Posterior, model: Callable, data: dict[str, Any
     model's coordinates differ from the posterior's.
     """
     enable_x64()
-    data, n = validate_data(data)
+    data, _ = validate_data(data)
     model_kwargs = dict(model_kwargs or {})
     chunked = _chunked(model, data, model_kwargs)
     probe = chunked[1]
@@ -117,6 +122,7 @@ def importance_refine(posterior: Posterior, model: Callable, data: dict[str, Any
     log_w = -full_potential(model, data, model_kwargs, draws, chunked) - log_q
     log_w = np.where(np.isfinite(log_w), log_w, -np.inf)
     from shardmc._arviz import az
+    from shardmc.engine import observation_counts
 
     smoothed, khat = az.psislw(log_w - log_w.max())
     weights = np.exp(smoothed - logsumexp(smoothed))
@@ -129,7 +135,8 @@ def importance_refine(posterior: Posterior, model: Callable, data: dict[str, Any
     refine = {"method": "psis", "pareto_k": float(khat), "reliable": bool(khat < PSIS_K_MAX),
               "pareto_k_max": PSIS_K_MAX, "applied": True,
               "importance_ess": round(ess, 1), "proposal": f"multivariate t, df {df}",
-              "proposal_draws": num, "seed": seed, "num_points": n}
+              "proposal_draws": num, "seed": seed,
+              "num_points": int(observation_counts(model, data, model_kwargs).sum())}
     # the combination's Monte Carlo error describes the proposal, not these draws
     provenance = {**posterior.provenance, "refine": refine, "combine_mc_error": None}
     return dataclasses.replace(posterior, samples=named, unconstrained=kept,

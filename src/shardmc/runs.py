@@ -121,7 +121,7 @@ def write_results(store: RunStore, inputs: Any, data_file: Path, post: Any,
     if truth:
         write_json(store.path / "truth.json", truth)
     summary = {
-        "physics": inputs.model.physics, "num_points": int(inputs.points["c2"].shape[0]),
+        "physics": inputs.model.physics, "num_points": inputs.data.num_points,
         "num_shards": int(post.num_shards), "seconds": round(seconds, 1),
         "interval": SUMMARY_INTERVAL,
         "parameters": recovery_table(post.samples, truth, inputs.model.parameter_names,
@@ -139,7 +139,7 @@ def _manifest(inputs: Any, data_file: Path, hashes: dict[str, str]) -> dict[str,
     return {"versions": _versions(),
             "state": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seed": fk.get("seed", 0), "num_shards": fk.get("num_shards"),
-            "num_points": int(inputs.points["c2"].shape[0]),
+            "num_points": inputs.data.num_points,
             "data_file": str(data_file), **hashes, "shards": []}
 
 
@@ -175,7 +175,7 @@ def execute(cfg: Any, store: RunStore, *, resume: bool, progress: bool | None = 
     if progress is not None:
         fit_kwargs["progress"] = progress
     with run_log(store.path / LOG_FILE):
-        n = int(inputs.points["c2"].shape[0])
+        n = inputs.data.num_points
         echo(f"{inputs.model.physics}: {inputs.data.n_phi} angle(s) x {inputs.data.n_t} "
              f"frames = {n} points; {fit_kwargs.get('num_shards')} shards.")
         init = _warm_start_values(store, inputs, inputs.seed, inputs.warm_start, echo)

@@ -15,7 +15,7 @@ import numpy as np
 from shardmc.errors import ShardMCInputError
 
 #: Sharding strategies understood by :func:`assign_points`.
-SHARDING_STRATEGIES: tuple[str, ...] = ("random", "stratified", "contiguous")
+SHARDING_STRATEGIES: tuple[str, ...] = ("random", "stratified", "contiguous", "interleaved")
 
 
 class ShardLayout(NamedTuple):
@@ -53,6 +53,21 @@ def _stratified_groups(strata: np.ndarray, num_shards: int, rng: np.random.Gener
     return [np.sort(np.concatenate(g)) for g in groups]
 
 
+def _interleaved_groups(num_points: int, num_shards: int, strata: np.ndarray | None) -> list:
+    """Snake-deal each stratum's rows in order; the first shard rotates per stratum so that
+    remainders spread evenly."""
+    labels = np.zeros(num_points, dtype=int) if strata is None else np.asarray(strata)
+    shard = np.empty(num_points, dtype=np.int64)
+    offset = 0
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        sweep, position = np.divmod(np.arange(members.size), num_shards)
+        snake = np.where(sweep % 2 == 0, position, num_shards - 1 - position)
+        shard[members] = (snake + offset) % num_shards
+        offset += members.size % num_shards
+    return [np.flatnonzero(shard == k) for k in range(num_shards)]
+
+
 def assign_points(
     num_points: int,
     num_shards: int,
@@ -65,7 +80,10 @@ def assign_points(
 
     ``random`` shuffles with ``seed``; ``stratified`` gives every shard its proportional
     share of every label in ``strata`` (shuffled with ``seed``); ``contiguous`` cuts the
-    rows in order into near-equal blocks.
+    rows in order into near-equal blocks; ``interleaved`` deals the rows of each label of
+    ``strata`` (all rows when None) in order, every K-th row to a shard, reversing
+    direction on each pass (0..K−1, K−1..0, ...), so that rows whose size drifts along the
+    order (XPCS frame rows, longest first) pair up and balance across shards.
     """
     if strategy not in SHARDING_STRATEGIES:
         raise ShardMCInputError(
@@ -78,6 +96,8 @@ def assign_points(
         groups = _stratified_groups(np.asarray(strata), num_shards, rng)
     elif strategy == "random":
         groups = [np.sort(g) for g in np.array_split(rng.permutation(num_points), num_shards)]
+    elif strategy == "interleaved":
+        groups = _interleaved_groups(num_points, num_shards, strata)
     else:
         groups = np.array_split(np.arange(num_points), num_shards)
     sizes = np.array([g.size for g in groups], dtype=np.int64)

@@ -89,7 +89,9 @@ def validate_space(space: str) -> str:
 
 
 def validate_strata(strata: Any, num_points: int, sharding: str) -> np.ndarray | None:
-    if sharding != "stratified":
+    """Labels for "stratified" (required) and "interleaved" (optional) sharding."""
+    if sharding not in ("stratified", "interleaved") or (strata is None
+                                                         and sharding == "interleaved"):
         return None
     if strata is None:
         raise ShardMCInputError("strata: 'stratified' sharding needs a label per point, "

@@ -28,6 +28,7 @@ from shardmc.xpcs.loaders import APS_U_BINS, APS_U_MAPS, APS_U_PHI
 
 N_T = 20  # frames of the valid file
 POINTS = 2 * N_T * (N_T - 1) // 2  # two angles, upper triangle
+ROWS = 2 * (N_T - 1)  # two angles, one frame row per t1 < N_T - 1
 
 
 def check_run_inputs(config_path: Path, overrides: Sequence[str] = ()) -> None:
@@ -289,7 +290,11 @@ DATA_CASES = [
          r"XPCSData\.phi: duplicate angle\(s\) \[0\.0\]"),
     Case("known_noise_without_sigma", config({"model": {"noise": "known"}}),
          r"model\.noise: expected 'sampled' for .*run\.h5 \(it holds no sigma array"),
-    Case("more_shards_than_points", config({"sharding": {"num_shards": POINTS + 1}}),
+    Case("more_shards_than_rows", config({"sharding": {"num_shards": ROWS + 1}}),
+         rf"sharding\.num_shards: expected at most the number of frame rows \({ROWS}\), "
+         rf"found {ROWS + 1}"),
+    Case("more_shards_than_points", config({"sharding": {"num_shards": POINTS + 1},
+                                            "model": {"likelihood": "points"}}),
          rf"sharding\.num_shards: expected at most the number of points \({POINTS}\), "
          rf"found {POINTS + 1}"),
     Case("not_an_hdf5_file", data_file("run.h5", garbage),

@@ -66,7 +66,8 @@ def test_defaults_follow_the_xpcs_demo(h5):
     assert cfg.data.file == h5 and cfg.data.format == "auto"
     assert (cfg.data.dt, cfg.data.gap, cfg.data.start_frame, cfg.data.end_frame) == (
         DEFAULT_DT, DEFAULT_GAP, 1, None)
-    assert (cfg.sharding.num_shards, cfg.sharding.method) == (8, "stratified")
+    assert (cfg.sharding.num_shards, cfg.sharding.method) == (8, "interleaved")
+    assert cfg.model.likelihood == "rows"
     s = cfg.sampling
     assert s.warm_start and s.init_strategy == "value" and s.adapt_mass_matrix is True
     assert s.init_mass == "hessian" and s.num_warmup == XPCS_SAMPLER_DEFAULTS["num_warmup"]
@@ -125,14 +126,14 @@ def test_npz_keeps_the_files_dt_and_gap(tmp_path, sim):
     cfg = config_from_dict({**minimal(npz), "model": {"physics": "static", "noise": "known"}})
     assert cfg.data.dt is None and cfg.data.gap is None
     inputs = build_run(cfg)
-    assert inputs.data.dt == sim.dt and "sigma" in inputs.points
+    assert inputs.data.dt == sim.dt and "weight" in inputs.points  # 1/sigma² on the rows
 
 
 def test_npz_angle_and_frame_selection(tmp_path, sim):
     npz = save_npz(tmp_path / "d.npz", sim)
     cfg = config_from_dict({"data": {"file": str(npz), "phi": [float(sim.phi[2])],
                                      "start_frame": 3, "end_frame": 10},
-                            "model": {"physics": "static"}})
+                            "model": {"physics": "static"}, "sharding": {"num_shards": 7}})
     data = build_run(cfg).data
     assert data.n_phi == 1 and data.n_t == 8 and data.phi[0] == sim.phi[2]
     np.testing.assert_allclose(data.t, sim.t[2:10] - sim.t[2])
@@ -243,7 +244,7 @@ def test_template_lists_the_parameters_and_refuses_unknown_physics():
     ({"sampling": {"num_chains": -2}}, "sampling.num_chains: expected an integer >= 1, found -2"),
     ({"model": {"physics": "static", "physicz": 1}},
      "model.physicz: unknown key (allowed: physics, per_angle_mode, noise, shear_convention, "
-     "parameterization, "
+     "parameterization, likelihood, "
      "priors)"),
     ({"model": {"physics": "laminar"}}, "model.physics: expected one of 'static', "
      "'laminar_flow', 'two_component', found 'laminar'"),
@@ -314,10 +315,11 @@ def test_build_run_returns_what_fit_needs(tmp_path, h5, sim):
     inputs = build_run(cfg)
     kw = inputs.fit_kwargs
     assert inputs.model.n_angles == sim.n_phi and inputs.model.prior["alpha"].lower == -1.0
-    assert inputs.points["c2"].shape == (sim.num_points,) and "sigma" not in inputs.points
+    assert inputs.points["c2"].shape[0] == sim.n_phi * (sim.n_t - 1)  # one row per (angle, t1)
+    assert "weight" not in inputs.points
     assert set(inputs.model_kwargs) >= {"t", "dt", "q", "gap", "phi"}
     np.testing.assert_array_equal(kw["strata"], inputs.points["phi_idx"])
-    assert (kw["num_shards"], kw["sharding"], kw["seed"]) == (3, "stratified", 0)
+    assert (kw["num_shards"], kw["sharding"], kw["seed"]) == (3, "interleaved", 0)
     assert kw["backend"] == "processes" and kw["backend_options"]["workers"] == 1
     assert kw["backend_options"]["shard_timeout"] == 3600.0
     assert kw["combine_options"] == {"shrinkage": "none"} and kw["method"] == "consensus"

@@ -105,9 +105,11 @@ def _check_data_fits_model(cfg: RunConfig, data: Any) -> None:
         raise ShardMCInputError(f"model.noise: expected 'sampled' for {cfg.data.file} (it "
                                 "holds no sigma array; 'known' needs one, NPZ key 'sigma'), "
                                 "found 'known'")
-    if cfg.sharding.num_shards > data.num_points:
-        raise ShardMCInputError(f"sharding.num_shards: expected at most the number of points "
-                                f"({data.num_points}), found {cfg.sharding.num_shards}")
+    entries = data.num_points if cfg.model.likelihood == "points" else data.n_phi * (data.n_t - 1)
+    if cfg.sharding.num_shards > entries:
+        what = "points" if cfg.model.likelihood == "points" else "frame rows"
+        raise ShardMCInputError(f"sharding.num_shards: expected at most the number of {what} "
+                                f"({entries}), found {cfg.sharding.num_shards}")
 
 
 def _check_backend(cfg: RunConfig) -> None:
@@ -132,12 +134,12 @@ def fit_kwargs(cfg: RunConfig, points: dict[str, np.ndarray]) -> dict[str, Any]:
     """Keyword arguments of ``shardmc.fit`` besides model, data, model_kwargs, init_values."""
     from shardmc.validation import validate_config
 
-    stratified = cfg.sharding.method == "stratified"
+    by_angle = cfg.sharding.method in ("stratified", "interleaved")
     return {
         "num_shards": cfg.sharding.num_shards,
         "seed": cfg.run.seed,
         "sharding": cfg.sharding.method,
-        "strata": points["phi_idx"] if stratified else None,
+        "strata": points["phi_idx"] if by_angle else None,
         "method": cfg.combine.method,  # RATE_SPACE_METHOD: made a function in build_run
         "space": cfg.combine.space,
         "combine_options": dict(cfg.combine.options),
@@ -160,7 +162,7 @@ def build_run(cfg: RunConfig) -> RunInputs:
     model = XPCSModel.create(m.physics, data.n_phi, per_angle_mode=m.per_angle_mode,
                              priors=m.prior_overrides(), noise=m.noise,
                              shear_convention=m.shear_convention,
-                             parameterization=m.parameterization)
+                             parameterization=m.parameterization, likelihood=m.likelihood)
     points, kwargs = prepare(model, data)
     kwargs_fit = fit_kwargs(cfg, points)
     if cfg.combine.method == RATE_SPACE_METHOD:

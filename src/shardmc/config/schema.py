@@ -44,7 +44,7 @@ from shardmc.sampling import CHAIN_METHODS, INIT_MASS, INIT_STRATEGIES, SamplerC
 from shardmc.sharding import SHARDING_STRATEGIES
 from shardmc.validation import COMBINE_SPACES
 from shardmc.xpcs.loaders import DEFAULT_PHI_TOL, DEFAULT_Q_RTOL, TIME_ORIGINS
-from shardmc.xpcs.models import NOISE_MODES, PARAMETERIZATIONS, PER_ANGLE_MODES
+from shardmc.xpcs.models import LIKELIHOODS, NOISE_MODES, PARAMETERIZATIONS, PER_ANGLE_MODES
 from shardmc.xpcs.parameters import PRIOR_KINDS, resolve_priors
 from shardmc.xpcs.physics import (
     DEFAULT_DT,
@@ -199,6 +199,9 @@ class ModelConfig(Section):
     parameterization: Literal[PARAMETERIZATIONS] = Field(
         "rates", description="power-law blocks sampled in rate coordinates (rates), or each "
         "parameter as its own site (physical); docs/xpcs.md")
+    likelihood: Literal[LIKELIHOODS] = Field(
+        "rows", description="data layout: dense frame rows with structured kernels (rows), "
+        "or pooled points (points); docs/xpcs.md")
     priors: dict[str, PriorEntry] = Field(default_factory=dict, description="overrides by "
                                           "parameter name: {kind, lower, upper, loc, scale} "
                                           "or [lower, upper]")
@@ -231,8 +234,8 @@ class ModelConfig(Section):
 class ShardingConfig(Section):
     num_shards: Count = Field(8, description="number of shards K (>= 1)")
     method: Literal[SHARDING_STRATEGIES] = Field(
-        "stratified", description="point assignment; stratified by angle keeps every angle "
-        "in every shard")
+        "interleaved", description="assignment of frame rows (or points): interleaved deals "
+        "every K-th row so each shard spans all times, lags and angles; stratified by angle")
 
 
 class SamplingConfig(Section):

@@ -5,9 +5,9 @@ Typical use::
 
     data, truth = xpcs.simulate("static", n_angles=3, n_t=60, seed=1)
     model = xpcs.XPCSModel.create("static", data.n_phi)
-    points, kwargs = xpcs.prepare(model, data)
+    points, kwargs = xpcs.prepare(model, data)      # dense frame rows (likelihood="rows")
     start = xpcs.warm_start(model, data)
-    post = shardmc.fit(model, points, 4, model_kwargs=kwargs, sharding="stratified",
+    post = shardmc.fit(model, points, 4, model_kwargs=kwargs, sharding="interleaved",
                        strata=points["phi_idx"], init_strategy="value",
                        init_values=start.init_values)
 

@@ -85,13 +85,13 @@ def run_demo(out: str | Path | None = None, *, num_shards: int = DEMO_SHARDS,
     data, truth = xpcs.simulate("laminar_flow", n_angles=DEMO_ANGLES, n_t=n_frames, seed=seed)
     model = xpcs.XPCSModel.create("laminar_flow", data.n_phi)
     points, kwargs = xpcs.prepare(model, data)
-    n = points["c2"].shape[0]
+    n = data.num_points
     echo(f"Simulated laminar-flow XPCS data: {data.n_phi} angles x {n_frames} frames "
          f"= {n} points (t1 < t2); fitting with {num_shards} shards.")
     start = xpcs.warm_start(model, data, seed=seed)
     echo(f"Least-squares warm start: {start.nfev} evaluations, cost {start.cost:.4g}.")
     post = shardmc.fit(model, points, num_shards, model_kwargs=kwargs, seed=seed,
-                       sharding="stratified", strata=points["phi_idx"], backend=backend,
+                       sharding="interleaved", strata=points["phi_idx"], backend=backend,
                        init_strategy="value", init_values=start.init_values,
                        progress=progress, **DEMO_SAMPLER)
     names = model.parameter_names
