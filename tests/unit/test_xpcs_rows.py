@@ -101,12 +101,15 @@ def test_static_row_kernels_equal_the_point_kernel(name, data_opts, overrides, k
 
 @pytest.mark.parametrize("convention", ["published", "reference"])
 @pytest.mark.parametrize("overrides", [{}, {"alpha": -1.3, "beta": -0.4, "gamma_dot_offset": -2e-3},
-                                       {"D_offset": -5e3}])
-def test_laminar_row_kernel_equals_the_point_kernel(convention, overrides):
+                                       {"D_offset": -5e3},
+                                       {"gamma_dot_0": 1e-2, "beta": 0.0}])  # phases ~10² rad
+@pytest.mark.parametrize("known", [False, True], ids=["sampled", "known"])
+def test_laminar_row_kernel_equals_the_point_kernel(convention, overrides, known):
     rng = np.random.default_rng(1)
     data = _data("laminar_flow", n_t=66)
     params = _params("laminar_flow", rng, **overrides)
-    f_rows, f_points = _sum_squares_both("laminar_flow", params, data, convention=convention)
+    f_rows, f_points = _sum_squares_both("laminar_flow", params, data, convention=convention,
+                                         known=known)
     _assert_same(f_rows, f_points, (params, jnp.array([0.3, 0.2, 0.25]), jnp.full(3, 1.0)))
 
 

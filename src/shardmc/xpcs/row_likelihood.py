@@ -15,8 +15,13 @@ into the per-row Gaussian log density, equal to the point-list model's sum of
   and each T is a :func:`decayed_row_sums`: one contraction of the fixed data rows with a
   per-column vector, per-block factors and cumulative sums over frames — O(n_t + R·B)
   exponentials per evaluation instead of one per point, no gather/scatter of points.
+* ``two_component`` (structured): the same expansion with its c2 a short sum of
+  factored terms (:mod:`shardmc.xpcs.heterodyne_rows`);
+* ``laminar_flow``: sinc² of the shear-phase difference does not factor; evaluated on the
+  row block with table-based sines and a hand-written reverse pass
+  (:mod:`shardmc.xpcs.laminar_rows`);
 * every physics (``dense``): μ broadcast over the row block (:class:`RowIndex`), fused
-  elementwise, no gather/scatter per point; laminar_flow's sinc² does not factor.
+  elementwise, no gather/scatter per point.
 """
 
 from __future__ import annotations
@@ -27,14 +32,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from shardmc.xpcs.heterodyne_rows import two_component_sum_squares
+from shardmc.xpcs.laminar_rows import laminar_sum_squares
 from shardmc.xpcs.physics import (
     Geometry,
     RowIndex,
     c2_mean,
-    cumulative_trapezoid,
     diffusion_integral,
-    power_law,
-    rate_times,
 )
 from shardmc.xpcs.row_layout import ROW_BLOCK
 
@@ -44,10 +48,6 @@ LOG_2PI = float(jnp.log(2.0 * jnp.pi))
 #: one reference frame serves every row: the factors exp(L_i − L_0) <= e^600 and
 #: exp(−(L_j − L_0)) >= e^−600 are normal float64 numbers (overflow at ~e^709).
 SINGLE_REFERENCE_SPAN = 600.0
-#: |x| below which the table-based sinc of :func:`laminar_sum_squares` uses its series
-#: 1 − x²/6 + x⁴/120 (truncation < x⁶/5040 ≈ 2e−16 here; the sine difference loses
-#: ~1e−16/|x| relative, 1e−14 here).
-SINC_TABLE_SERIES_THRESHOLD = 1e-2
 
 
 def _blocks(table: Any, n_cols: int, block: int) -> Any:
@@ -186,40 +186,6 @@ def static_sum_squares(params: Mapping[str, Any], contrast: Any, offset: Any,
             + 2.0 * delta * con * t0 + con * con * t00)
 
 
-def laminar_sum_squares(params: Mapping[str, Any], contrast: Any, offset: Any,
-                        geometry: Geometry, rows: Mapping[str, Any], *,
-                        shear_convention: str = "published") -> Any:
-    """SS_r of laminar_flow on the row block, (R,): dense, with the shear phase's sine
-    from per-frame tables, sin(k(Γ_j − Γ_i)) = sin kΓ_j cos kΓ_i − cos kΓ_j sin kΓ_i
-    (k = ½ q h cos(φ − φ0), divided by π under the "reference" convention), so each entry
-    costs one exponential and a few multiplies. Near x = 0, where that difference cancels,
-    sinc uses its series (|x| < SINC_TABLE_SERIES_THRESHOLD)."""
-    phi_idx, t1_idx, y = rows["phi_idx"], rows["t1_idx"], rows["c2"]
-    index = RowIndex(phi_idx, t1_idx, y.shape[1])
-    log_t = jnp.log(rate_times(geometry.t, geometry.dt))
-    gamma_dot = power_law(log_t, params["gamma_dot_0"], params["beta"]) + params["gamma_dot_offset"]
-    if shear_convention == "reference":
-        gamma_dot = jnp.maximum(gamma_dot, 0.0)
-    shear = index.padded(cumulative_trapezoid(gamma_dot, geometry.t))  # Γ (n_cols,)
-    k = (0.5 * geometry.q * geometry.gap) * jnp.cos(jnp.deg2rad(geometry.phi - params["phi0"]))
-    if shear_convention == "reference":
-        k = k / jnp.pi
-    phase_table = k[:, None] * shear[None, :]  # (n_phi, n_cols)
-    sin_j, cos_j = jnp.sin(phase_table)[phi_idx], jnp.cos(phase_table)[phi_idx]
-    k_row = k[phi_idx][:, None]
-    first = (k_row * shear[t1_idx][:, None])
-    x = k_row * (shear[None, :] - shear[t1_idx][:, None])
-    sin_x = sin_j * jnp.cos(first) - cos_j * jnp.sin(first)
-    small = jnp.abs(x) < SINC_TABLE_SERIES_THRESHOLD
-    x2 = x * x
-    sinc = jnp.where(small, 1.0 - x2 / 6.0 + x2 * x2 / 120.0, sin_x / jnp.where(small, 1.0, x))
-    shear_factor = sinc**2 if shear_convention == "published" else sinc**4
-    decay = jnp.exp(-(geometry.q * geometry.q) * index.span(diffusion_integral(params, geometry)))
-    mean = (offset[phi_idx] - rows["c2_mean"])[:, None] + contrast[phi_idx][:, None] * (
-        decay * shear_factor)
-    return _masked_row_sums(y, mean, t1_idx, geometry.t.shape[0], rows.get("weight"))
-
-
 def _masked_row_sums(y: Any, mean: Any, t1_idx: Any, n_t: int, weight: Any) -> Any:
     """Σ_j w (y − mean)² over each row's data entries (t1 < j < n_t), (R,)."""
     cols = jnp.arange(y.shape[1])[None, :]
@@ -250,6 +216,8 @@ def row_sum_squares(physics: str, params: Mapping[str, Any], contrast: Any, offs
     if kernel == "auto" and physics == "laminar_flow":
         return laminar_sum_squares(params, contrast, offset, geometry, rows,
                                    shear_convention=shear_convention)
+    if kernel == "auto" and physics == "two_component":
+        return two_component_sum_squares(params, contrast, offset, geometry, rows)
     return dense_sum_squares(physics, params, contrast, offset, geometry, rows,
                              shear_convention=shear_convention)
 
