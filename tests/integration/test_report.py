@@ -75,7 +75,7 @@ def run_dir(tmp_path_factory):
     model = xpcs.XPCSModel.create("static", data.n_phi)
     points, kwargs = xpcs.prepare(model, data)
     start = xpcs.warm_start(model, data, seed=0)  # XPCS fits start there (docs/xpcs.md)
-    post = shardmc.fit(model, points, 2, model_kwargs=kwargs, sharding="interleaved",
+    post = shardmc.fit(model, points, 2, model_kwargs=kwargs, sharding="stratified",
                        strata=points["phi_idx"], num_chains=1, num_warmup=100,
                        num_samples=100, seed=0, init_strategy="value",
                        init_values=start.init_values)

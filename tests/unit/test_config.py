@@ -66,7 +66,7 @@ def test_defaults_follow_the_xpcs_demo(h5):
     assert cfg.data.file == h5 and cfg.data.format == "auto"
     assert (cfg.data.dt, cfg.data.gap, cfg.data.start_frame, cfg.data.end_frame) == (
         DEFAULT_DT, DEFAULT_GAP, 1, None)
-    assert (cfg.sharding.num_shards, cfg.sharding.method) == (8, "interleaved")
+    assert (cfg.sharding.num_shards, cfg.sharding.method) == (8, "stratified")
     assert cfg.model.likelihood == "rows"
     s = cfg.sampling
     assert s.warm_start and s.init_strategy == "value" and s.adapt_mass_matrix is True
@@ -319,7 +319,7 @@ def test_build_run_returns_what_fit_needs(tmp_path, h5, sim):
     assert "weight" not in inputs.points
     assert set(inputs.model_kwargs) >= {"t", "dt", "q", "gap", "phi"}
     np.testing.assert_array_equal(kw["strata"], inputs.points["phi_idx"])
-    assert (kw["num_shards"], kw["sharding"], kw["seed"]) == (3, "interleaved", 0)
+    assert (kw["num_shards"], kw["sharding"], kw["seed"]) == (3, "stratified", 0)
     assert kw["backend"] == "processes" and kw["backend_options"]["workers"] == 1
     assert kw["backend_options"]["shard_timeout"] == 3600.0
     assert kw["combine_options"] == {"shrinkage": "none"} and kw["method"] == "consensus"

@@ -234,8 +234,8 @@ class ModelConfig(Section):
 class ShardingConfig(Section):
     num_shards: Count = Field(8, description="number of shards K (>= 1)")
     method: Literal[SHARDING_STRATEGIES] = Field(
-        "interleaved", description="assignment of frame rows (or points): interleaved deals "
-        "every K-th row so each shard spans all times, lags and angles; stratified by angle")
+        "stratified", description="assignment of frame rows (or points): stratified gives "
+        "every shard a random share of every angle's rows (docs/xpcs.md)")
 
 
 class SamplingConfig(Section):

@@ -7,7 +7,7 @@ Typical use::
     model = xpcs.XPCSModel.create("static", data.n_phi)
     points, kwargs = xpcs.prepare(model, data)      # dense frame rows (likelihood="rows")
     start = xpcs.warm_start(model, data)
-    post = shardmc.fit(model, points, 4, model_kwargs=kwargs, sharding="interleaved",
+    post = shardmc.fit(model, points, 4, model_kwargs=kwargs, sharding="stratified",
                        strata=points["phi_idx"], init_strategy="value",
                        init_values=start.init_values)
 

@@ -91,7 +91,7 @@ def run_demo(out: str | Path | None = None, *, num_shards: int = DEMO_SHARDS,
     start = xpcs.warm_start(model, data, seed=seed)
     echo(f"Least-squares warm start: {start.nfev} evaluations, cost {start.cost:.4g}.")
     post = shardmc.fit(model, points, num_shards, model_kwargs=kwargs, seed=seed,
-                       sharding="interleaved", strata=points["phi_idx"], backend=backend,
+                       sharding="stratified", strata=points["phi_idx"], backend=backend,
                        init_strategy="value", init_values=start.init_values,
                        progress=progress, **DEMO_SAMPLER)
     names = model.parameter_names

@@ -15,8 +15,8 @@ Keys (R = n_phi (n_t − 1) rows, C = padded column count):
 * with a known noise sigma: ``weight`` (R, C) = 1/σ² on t2 > t1 (0 elsewhere),
   ``weight_sum`` (R,) = Σ weight and ``log_sigma`` (R,) = Σ log σ over the row.
 
-Rows with the same number of frames interleave into comparable shards
-(:func:`shardmc.sharding.assign_points` with ``"interleaved"``, docs/xpcs.md).
+XPCS fits shard rows ``"stratified"`` by angle (random rows within each angle;
+:func:`shardmc.sharding.assign_points`, docs/xpcs.md).
 """
 
 from __future__ import annotations
