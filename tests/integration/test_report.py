@@ -176,7 +176,11 @@ def test_shard_table_lists_manifest_shards(run_dir):
     page = (run_dir / "report.html").read_text()
     table = page[page.index("<h2>Shards</h2>"):page.index("<h2>Configuration</h2>")]
     assert table.count("<tr>") == 3 and table.count("<td class=\"l\">ok</td>") == 2
-    assert "1/2" in table and "435" in table and "%)" in table
+    sizes = [s["num_points"] for s in json.loads((run_dir / "manifest.json").read_text())
+             ["shards"]]
+    assert sum(sizes) == 2 * 30 * 29 // 2  # 2 angles' upper triangles of 30 frames
+    assert "1/2" in table and "%)" in table
+    assert all(f"<td>{n}</td>" in table for n in sizes)
 
 
 def _chromium() -> str | None:
