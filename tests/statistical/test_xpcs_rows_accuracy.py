@@ -11,7 +11,8 @@ default row likelihood, whose value and gradient equal the point-list kernel to 
 (tests/unit/test_xpcs_rows.py).
 
 Monte Carlo error budget: the corrected draws have an importance ESS >= 1 500 (asserted;
-64 000 proposal draws, of which 2-5 % count: ESS 1 309-1 477 from 32 000), so the standard error of a mean is <= sd / sqrt(1500) = 0.026 sd;
+64 000 proposal draws, of which 2-5 % count: ESS 1 309-1 477 from 32 000), so the
+standard error of a mean is <= sd / sqrt(1500) = 0.026 sd;
 the reference's (NUTS ESS ~ 4 000) 0.016 sd. 0.1 sd on |mean error| is >= 3.3 standard
 errors of the difference; the sd ratio's standard error is <= 1 / sqrt(2 * 1500) = 1.8 %,
 so [0.9, 1.1] is >= 5.5 of them.
