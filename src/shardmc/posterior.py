@@ -77,7 +77,8 @@ class Posterior:
     def diagnose(self, **options: Any) -> Any:
         """Per-shard and cross-shard problems in words a user can act on: divergences,
         R-hat/ESS/E-BFMI, heterogeneity of shard means, non-Gaussian or bimodal
-        sub-posteriors, excluded shards. Returns a :class:`shardmc.report.DiagnosisReport`
+        sub-posteriors, excluded shards, the XPCS time origin where the dt/2 rate floor
+        matters (``provenance["xpcs_time"]``). Returns a :class:`shardmc.report.DiagnosisReport`
         (print it); options go to :func:`shardmc.report.diagnose`."""
         from shardmc.report import diagnose
 

@@ -242,6 +242,23 @@ def _refine_issues(prov: dict) -> list[Issue]:
                   "shards)")]
 
 
+def time_origin_issues(prov: dict, samples: dict[str, Any]) -> list[Issue]:
+    """The dt/2 rate floor of an XPCS fit (``prov["xpcs_time"]``, docs/xpcs.md "Time
+    origin"): a warning where an exponent's posterior median is < 0, else info."""
+    info = prov.get("xpcs_time") or {}
+    if not info.get("message"):
+        return []
+    names = [n for n in info.get("negative_exponents", []) if n in samples]
+    medians = {n: float(np.median(samples[n])) for n in names
+               if np.ndim(samples[n]) == 1}
+    below = {n: m for n, m in medians.items() if m < 0}
+    if below:
+        fitted = ", ".join(f"{n} {m:.3g}" for n, m in below.items())
+        return [Issue("warning", "time_origin", f"{info['message']}; posterior median "
+                      f"{fitted}", params=list(below))]
+    return [Issue("info", "time_origin", info["message"], params=names)]
+
+
 def _exclusion_issues(prov: dict) -> tuple[list[Issue], float]:
     excluded = prov.get("excluded_shards") or []
     total = int(prov.get("num_shards") or 0)
@@ -307,6 +324,7 @@ def diagnose(posterior: Any, *, bounds: dict[str, tuple[float, float]] | None = 
     issues += _combination_issues(prov, draws, labels)
     issues += _mc_error_issues(prov)
     issues += _refine_issues(prov)
+    issues += time_origin_issues(prov, posterior.samples)
     issues.sort(key=lambda i: -SEVERITIES.index(i.severity))
     nan = np.full(len(coords), np.nan)
     params = pd.DataFrame({

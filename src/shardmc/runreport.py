@@ -258,6 +258,15 @@ def _table(head: list[str], rows: list[list[str]], left: int = 1) -> str:
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
+def _time_origin_fact(info: dict[str, Any] | None) -> str | None:
+    """First frame time and frame time of an XPCS run (docs/xpcs.md, "Time origin")."""
+    if not info:
+        return None
+    floored = info.get("floored_frames") or 0
+    note = f", {floored} below the dt/2 rate floor" if floored else ""
+    return f"first frame at t0 = {info['t0']:g} s, dt = {info['dt']:g} s{note}"
+
+
 def _facts(run: Run) -> str:
     m, s, p = run.manifest, run.summary, run.posterior.provenance
     sampler = p.get("sampler") or {}
@@ -271,6 +280,7 @@ def _facts(run: Run) -> str:
         ("sampler", ", ".join(f"{k} {sampler[k]}" for k in ("num_chains", "num_warmup",
                                                              "num_samples") if k in sampler)),
         ("seed", m.get("seed", p.get("seed"))),
+        ("time origin", _time_origin_fact(p.get("xpcs_time"))),
         ("wall time", f"{s['seconds']:.1f} s" if isinstance(s.get("seconds"), (int, float))
          else None),
         ("started", m.get("started")), ("finished", m.get("finished")),

@@ -74,6 +74,8 @@ def _match_npz(data: Any, cfg: DataConfig) -> Any:
                                 f"{data.n_t} (frames in {where}), found start_frame="
                                 f"{cfg.start_frame}, end_frame={end}")
     data = data.select_frames(cfg.start_frame - 1, end)
+    if cfg.t0 is not None:  # the stored grid, its first kept frame moved to t0
+        return data.with_t0(cfg.t0)
     if cfg.time_origin == "start":
         data = replace(data, t=data.t - data.t[0])
     return data
@@ -90,7 +92,7 @@ def load_data(cfg: DataConfig) -> Any:
         return load_hdf5(cfg.file, q=cfg.q, q_tolerance=cfg.q_tolerance, phi=cfg.phi,
                          phi_tolerance=cfg.phi_tolerance, start_frame=cfg.start_frame,
                          end_frame=cfg.end_frame, dt=cfg.dt, gap=cfg.gap,
-                         time_origin=cfg.time_origin, layout=layout)
+                         time_origin=cfg.time_origin, layout=layout, t0=cfg.t0)
     except ShardMCInputError as exc:
         text = str(exc)
         if text.startswith("data."):
@@ -147,6 +149,7 @@ def fit_kwargs(cfg: RunConfig, points: dict[str, np.ndarray]) -> dict[str, Any]:
         "backend_options": backend_options(cfg.backend),
         "config": validate_config(cfg.sampling.sampler_config()),
         "on_shard_failure": cfg.run.on_shard_failure,
+        "early_abort": cfg.run.early_abort,
         "progress": cfg.run.progress,
     }
 

@@ -27,7 +27,7 @@ from pydantic import (
 
 from shardmc.combine import COMBINERS
 from shardmc.combine.covariance import SHRINKAGE_OPTIONS
-from shardmc.config.backends import BackendConfig, SequentialBackendConfig
+from shardmc.config.backends import AutoBackendConfig, BackendConfig
 from shardmc.config.errors import expected_phrase, found, key_text
 from shardmc.config.types import (
     Bool,
@@ -97,8 +97,13 @@ class DataConfig(Section):
     start_frame: Count = Field(1, description="first frame kept (1-based, inclusive)")
     end_frame: Count | None = Field(None, description="last frame kept (1-based, "
                                     "inclusive); null: the last frame")
-    time_origin: Literal[TIME_ORIGINS] = Field("start", description="t = 0 at the first "
-                                               "kept frame (start) or the file's (file)")
+    time_origin: Literal[TIME_ORIGINS] = Field("start", description="with t0 null: t = 0 at "
+                                               "the first kept frame (start) or the file's "
+                                               "(file)")
+    t0: Annotated[Number, Field(ge=0)] | None = Field(
+        None, description="time (s) of the first kept frame since the time origin (start of "
+        "aging, quench): frame k at t0 + (k - start_frame)·dt; null: set by time_origin "
+        "(start: 0); docs/xpcs.md")
     dt: Positive | None = Field(None, description="frame time (s); HDF5 default 0.1, NPZ: "
                                 "the file's (null)")
     gap: Positive | None = Field(None, description="rheometer gap h (Å); HDF5 default "
@@ -146,6 +151,9 @@ class DataConfig(Section):
         if self.end_frame is not None and self.end_frame <= self.start_frame:
             raise config_error("end_frame", f"expected end_frame > start_frame "
                                f"({self.start_frame}), found {self.end_frame}")
+        if self.t0 is not None and self.time_origin == "file":
+            raise config_error("t0", f"expected null with time_origin 'file' (which places the "
+                               f"frames itself), or time_origin 'start'; found t0 = {self.t0}")
         return self
 
     @property
@@ -389,6 +397,8 @@ class RunSection(Section):
     on_shard_failure: Literal[SHARD_FAILURE_POLICIES] = Field(
         "fail", description="a failed shard fails the run, or is excluded and the prior "
         "re-tempered")
+    early_abort: Bool = Field(True, description="with fail: stop once most of the first "
+                              "shards failed or diverged at the critical rate")
     progress: Bool = Field(True, description="show a progress bar")
 
 
@@ -401,7 +411,7 @@ class RunConfig(Section):
     sharding: ShardingConfig = Field(default_factory=ShardingConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     combine: CombineConfig = Field(default_factory=CombineConfig)
-    backend: BackendConfig = Field(default_factory=SequentialBackendConfig)
+    backend: BackendConfig = Field(default_factory=AutoBackendConfig)
     run: RunSection = Field(default_factory=RunSection)
 
     @model_validator(mode="before")
@@ -409,7 +419,7 @@ class RunConfig(Section):
     def _backend_name_default(cls, raw: Any) -> Any:
         if isinstance(raw, dict) and isinstance(raw.get("backend"), dict) \
                 and "name" not in raw["backend"]:
-            raw = {**raw, "backend": {"name": "sequential", **raw["backend"]}}
+            raw = {**raw, "backend": {"name": "auto", **raw["backend"]}}
         return raw
 
     @model_validator(mode="before")

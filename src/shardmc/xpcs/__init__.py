@@ -64,6 +64,7 @@ from shardmc.xpcs.physics import (
 )
 from shardmc.xpcs.rates import rate_space_combiner, rate_space_consensus
 from shardmc.xpcs.synthetic import DEFAULT_TRUTH, simulate
+from shardmc.xpcs.timeorigin import record_time_origin, time_origin_record
 from shardmc.xpcs.warmstart import WarmStart, laplace_covariance, warm_start
 
 __all__ = [
@@ -102,9 +103,11 @@ __all__ = [
     "rate_space_combiner",
     "rate_space_consensus",
     "reconstruct_half",
+    "record_time_origin",
     "resolve_priors",
     "save_npz",
     "simulate",
+    "time_origin_record",
     "to_site_values",
     "unpool",
     "warm_start",

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from shardmc.errors import ShardMCInputError
-from shardmc.xpcs.physics import DEFAULT_GAP
+from shardmc.xpcs.physics import DEFAULT_GAP, RATE_TIME_FLOOR_FRACTION
 
 #: Fraction of the lag range used by the constant scaling modes (REFERENCE.md): offset =
 #: OFFSET_QUANTILE of c2 at the largest lags, contrast = CONTRAST_QUANTILE at the smallest
@@ -28,7 +28,8 @@ CONTRAST_QUANTILE = 0.90
 class XPCSData:
     """Two-time correlation data of one q.
 
-    c2: (n_phi, n_t, n_t) symmetric matrices; t: (n_t,) frame times (s), increasing;
+    c2: (n_phi, n_t, n_t) symmetric matrices; t: (n_t,) frame times (s), increasing, from
+    the time origin (t[0] = :attr:`t0`, the time of the first frame, docs/xpcs.md);
     q: wavevector (Å⁻¹); phi: (n_phi,) distinct angles (degrees); dt: frame time (s), which
     sets the rate-time floor dt/2 (the grid t may be non-uniform, e.g. subsampled);
     sigma: optional known noise scale, same shape as c2; gap: rheometer gap h (Å).
@@ -57,6 +58,28 @@ class XPCSData:
     def num_points(self) -> int:
         """Points after pooling (upper triangle, diagonal excluded)."""
         return self.n_phi * self.n_t * (self.n_t - 1) // 2
+
+    @property
+    def t0(self) -> float:
+        """Time of the first frame (s): the time origin the fit assumes (docs/xpcs.md)."""
+        return float(self.t[0])
+
+    @property
+    def rate_time_floor(self) -> float:
+        """dt/2 (s): power-law rates are evaluated at max(t, dt/2)."""
+        return RATE_TIME_FLOOR_FRACTION * self.dt
+
+    @property
+    def floored_frames(self) -> int:
+        """Frames whose time lies below :attr:`rate_time_floor` (their rates are floored)."""
+        return int(np.count_nonzero(self.t < self.rate_time_floor))
+
+    def with_t0(self, t0: float) -> XPCSData:
+        """A copy on the same grid shifted so that the first frame sits at ``t0`` (s, >= 0)."""
+        t0 = float(t0)
+        if not (np.isfinite(t0) and t0 >= 0):
+            raise ShardMCInputError(f"t0: expected a finite time >= 0 (s), found {t0}")
+        return replace(self, t=self.t - self.t[0] + t0)
 
     def select_angles(self, indices: Any) -> XPCSData:
         """A copy holding only the angles at ``indices``."""

@@ -10,10 +10,12 @@ HDF5 layouts (REFERENCE.md):
   ``exchange/C2T_all`` (sorted by name, one per column).
 
 Matrices are upper-triangle halves: full = half + halfᵀ with the diagonal halved. Frames
-``start_frame..end_frame`` (1-based, inclusive) are kept; frame times are dt · k from the
-start frame (``time_origin="start"``, the reference's choice) or from the file's first
-frame (``"file"``). The diagonal is replaced by the mean of its neighbours (it is never
-fitted). Every error names the HDF5 dataset path at fault.
+``start_frame..end_frame`` (1-based, inclusive) are kept; frame k sits at
+t0 + (k − start_frame) · dt with ``t0`` the time of the first kept frame since the time
+origin (docs/xpcs.md, "Time origin"); without t0, frame times are dt · k from the start
+frame (``time_origin="start"``, the reference's choice: t0 = 0) or from the file's first
+frame (``"file"``: t0 = (start_frame − 1) · dt). The diagonal is replaced by the mean of
+its neighbours (it is never fitted). Every error names the HDF5 dataset path at fault.
 """
 
 from __future__ import annotations
@@ -199,6 +201,19 @@ def _read_matrix(f: h5py.File, b: _Bin, frames: slice, path: Path) -> np.ndarray
     return full
 
 
+def _check_t0(t0: float | None, time_origin: str) -> float | None:
+    """t0 as a float (s), checked: finite, >= 0, and only with time_origin "start"."""
+    if t0 is None:
+        return None
+    if time_origin != "start":
+        raise ShardMCInputError(f"t0: expected None with time_origin={time_origin!r} (which "
+                                f"places the frames itself), or time_origin='start'; found {t0}")
+    t0 = float(t0)
+    if not (np.isfinite(t0) and t0 >= 0):
+        raise ShardMCInputError(f"t0: expected a finite time >= 0 (s), found {t0}")
+    return t0
+
+
 def load_hdf5(
     path: str | Path,
     *,
@@ -212,12 +227,15 @@ def load_hdf5(
     gap: float = DEFAULT_GAP,
     time_origin: str = "start",
     layout: str = "auto",
+    t0: float | None = None,
 ) -> XPCSData:
     """Two-time data at the q nearest ``q`` (within ``q_tolerance``, relative) from an HDF5 file.
 
     phi: angles (degrees) to keep, each matched within ``phi_tolerance``; None keeps all,
     sorted. start_frame/end_frame: 1-based inclusive frame range (None = last frame).
-    layout: "auto" | "aps_u" | "aps_old".
+    t0: time (s) of the first kept frame since the time origin, frame k at
+    t0 + (k − start_frame)·dt; None: from ``time_origin`` ("start": 0, "file":
+    (start_frame − 1)·dt; t0 goes with "start" only). layout: "auto" | "aps_u" | "aps_old".
     """
     path = Path(path)
     if not path.exists():
@@ -225,6 +243,7 @@ def load_hdf5(
     if time_origin not in TIME_ORIGINS:
         raise ShardMCInputError(f"time_origin: expected one of {TIME_ORIGINS}, found "
                                 f"{time_origin!r}")
+    t0 = _check_t0(t0, time_origin)
     layout = detect_format(path) if layout == "auto" else layout
     if layout not in FORMATS:
         raise ShardMCInputError(f"layout: expected 'auto' or one of {FORMATS}, found {layout!r}")
@@ -242,8 +261,11 @@ def load_hdf5(
         frames = _frame_slice(shape0[0], start_frame, end_frame, bins[0].path, path)
         mats = [_read_matrix(f, b, frames, path) for b in bins]
     c2 = correct_diagonal(np.stack(mats))
-    origin = 0 if time_origin == "start" else frames.start
-    t = dt * (origin + np.arange(c2.shape[-1], dtype=np.float64))
+    frame = np.arange(c2.shape[-1], dtype=np.float64)
+    if t0 is None:
+        t = dt * ((0 if time_origin == "start" else frames.start) + frame)
+    else:
+        t = t0 + dt * frame
     q_values = np.array([b.q for b in bins])  # one value (APS-U); APS-old bins may differ
     q_sel = float(q_values[0] if np.all(q_values == q_values[0]) else np.mean(q_values))
     return XPCSData(c2=c2, t=t, q=q_sel, phi=np.array([b.phi for b in bins]), dt=dt, gap=gap)

@@ -14,15 +14,20 @@ from shardmc.errors import ShardMCInputError
 DATA_FILE = "data.h5"
 TRUTH_FILE = "data.truth.json"  # ``shardmc.runs.truth_path(DATA_FILE)``
 CONFIG_FILE = "config.yaml"
+#: The first simulated frame sits this many frame times after the time origin (the default
+#: t0), as a detector's first exposure ends: no frame lies below the dt/2 rate floor, so no
+#: fit of it depends on that floor (docs/xpcs.md, "Time origin").
+SIMULATED_T0_FRAMES = 1
 #: Sampler settings of the generated config: small enough for a laptop-sized dataset.
 SIMULATED_SAMPLING = {"num_chains": 2, "num_warmup": 200, "num_samples": 300}
 
 
 def simulated_config(physics: str, data_file: str, q: float, dt: float, gap: float,
-                     num_shards: int, seed: int) -> dict[str, Any]:
-    """The config dict of a run on a file written by :func:`write_synthetic`."""
+                     num_shards: int, seed: int, t0: float = 0.0) -> dict[str, Any]:
+    """The config dict of a run on a file written by :func:`write_synthetic`; ``t0`` (s):
+    the time of its first frame, stated as data.t0 (APS-U files store no times)."""
     return {
-        "data": {"file": data_file, "q": q, "dt": dt, "gap": gap, "start_frame": 1},
+        "data": {"file": data_file, "q": q, "dt": dt, "gap": gap, "start_frame": 1, "t0": t0},
         "model": {"physics": physics},
         "sharding": {"num_shards": num_shards},
         "sampling": dict(SIMULATED_SAMPLING),
@@ -32,10 +37,15 @@ def simulated_config(physics: str, data_file: str, q: float, dt: float, gap: flo
 
 def write_synthetic(out: str | Path, *, physics: str = "static", n_angles: int = 3,
                     n_frames: int = 60, noise: float | None = None, seed: int = 0,
-                    num_shards: int = 4) -> list[Path]:
-    """Write data.h5 (APS-U layout), data.truth.json and config.yaml into ``out``."""
+                    num_shards: int = 4, t0: float | None = None) -> list[Path]:
+    """Write data.h5 (APS-U layout), data.truth.json and config.yaml into ``out``; the
+    first frame sits at ``t0`` (s; default SIMULATED_T0_FRAMES frame times; recorded as
+    the config's data.t0)."""
     from shardmc.runtime import enable_x64
     from shardmc.xpcs import simulate, write_aps_u
+    from shardmc.xpcs.physics import DEFAULT_DT
+
+    t0 = SIMULATED_T0_FRAMES * DEFAULT_DT if t0 is None else t0
 
     for name, value, low in (("--angles", n_angles, 1), ("--frames", n_frames, 3),
                              ("--shards", num_shards, 1)):
@@ -43,20 +53,25 @@ def write_synthetic(out: str | Path, *, physics: str = "static", n_angles: int =
             raise ShardMCInputError(f"{name}: expected an integer >= {low}, found {value}")
     if noise is not None and not noise > 0:
         raise ShardMCInputError(f"--noise: expected a positive number, found {noise}")
+    if not t0 >= 0:
+        raise ShardMCInputError(f"--t0: expected a time >= 0 (s), found {t0}")
     enable_x64()
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     kwargs = {} if noise is None else {"noise": noise}
-    data, truth = simulate(physics, n_angles=n_angles, n_t=n_frames, seed=seed, **kwargs)
+    data, truth = simulate(physics, n_angles=n_angles, n_t=n_frames, seed=seed, t0=float(t0),
+                           **kwargs)
     data_path = write_aps_u(folder / DATA_FILE, data)
     truth_path = folder / TRUTH_FILE
     scalars = {k: float(v) for k, v in truth.items() if getattr(v, "ndim", 0) == 0}
+    scalars["t0"] = data.t0  # the time origin the data were generated with (s)
     truth_path.write_text(json.dumps(scalars, indent=2))
     cfg = simulated_config(physics, DATA_FILE, float(data.q), float(data.dt), float(data.gap),
-                           num_shards, seed)
+                           num_shards, seed, data.t0)
     config_path = folder / CONFIG_FILE
     config_path.write_text(
         f"# shardmc run config for the synthetic {physics} data in {DATA_FILE} "
-        f"(seed {seed}).\n# Every other key takes its default: `shardmc config --template "
-        f"{physics}` lists them all.\n" + yaml.safe_dump(cfg, sort_keys=False))
+        f"(seed {seed}, first frame at t0 = {data.t0:g} s).\n# Every other key takes its "
+        f"default: `shardmc config --template {physics}` lists them all.\n"
+        + yaml.safe_dump(cfg, sort_keys=False))
     return [data_path, truth_path, config_path]

@@ -84,10 +84,12 @@ def simulate(
     seed: int = 0,
     shear_convention: str = "published",
     known_sigma: bool = False,
+    t0: float = 0.0,
 ) -> tuple[XPCSData, dict[str, Any]]:
     """Simulated two-time data and its truth.
 
-    Frame times t_k = k·dt (s), k = 0..n_t−1. Gaussian noise of scale ``noise`` (per angle)
+    Frame times t_k = t0 + k·dt (s), k = 0..n_t−1 (t0 = 0: the first frame at the time
+    origin, on the dt/2 rate floor). Gaussian noise of scale ``noise`` (per angle)
     is drawn i.i.d. on the upper triangle and mirrored; the diagonal is the mean of its
     neighbours, as the loaders produce it. ``known_sigma`` stores the noise scale in
     ``data.sigma``. Returns (data, truth) with truth holding the physical parameters,
@@ -106,7 +108,9 @@ def simulate(
     sigma_arr = _per_angle(noise, n_angles, "noise")
     if np.any(sigma_arr < 0):
         raise ShardMCInputError(f"noise: expected values >= 0, found {sigma_arr.tolist()}")
-    t = dt * np.arange(n_t, dtype=np.float64)
+    if not (np.isfinite(t0) and t0 >= 0):
+        raise ShardMCInputError(f"t0: expected a finite time >= 0 (s), found {t0}")
+    t = t0 + dt * np.arange(n_t, dtype=np.float64)
     with jax.enable_x64(True):
         geometry = Geometry(t, np.float64(dt), np.float64(q), np.float64(gap), angles)
         clean = np.asarray(c2_matrix(physics, truth, contrast_arr, offset_arr, geometry,
