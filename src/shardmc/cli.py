@@ -5,20 +5,100 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from shardmc.errors import ShardFailedError, ShardMCInputError
 
 #: Exit codes: success, run failure, bad input.
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+#: Exit codes of a command stopped by Ctrl-C (SIGINT) or SIGTERM: 128 + the signal
+#: number, as a shell reports a process killed by that signal.
+EXIT_SIGINT, EXIT_SIGTERM = 128 + signal.SIGINT, 128 + signal.SIGTERM
+#: Signals that stop a command cleanly (workers stopped, shared memory removed).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Seconds after which an interrupt that Python dropped (see _StopSignals) is raised again.
+REDELIVER_SECONDS = 0.1
 
 
 def _bootstrap_jax() -> None:
-    """Process settings for the CLI, before JAX starts: float64 and quiet TF/XLA logs."""
+    """Process settings for the CLI, before JAX starts: float64, quiet TF/XLA logs and the
+    persistent compilation cache (``backends.cache.driver_cache_dir``; off with
+    SHARDMC_COMPILE_CACHE=0): a second run of the same shapes loads its programs instead
+    of compiling them."""
     os.environ.setdefault("JAX_ENABLE_X64", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "jax" in sys.modules or "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return  # JAX reads its cache folder once, at import
+    from shardmc.backends.cache import DRIVER_CACHE_ENV, driver_cache_dir
+
+    if os.environ.get(DRIVER_CACHE_ENV, "1") == "0":
+        return
+    try:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = str(driver_cache_dir())
+    except OSError as exc:  # no writable cache folder: compile every time
+        logging.getLogger(__name__).info("no persistent compilation cache: %s", exc)
+
+
+class _StopSignals:
+    """While a command runs, SIGINT and SIGTERM raise KeyboardInterrupt in the main thread,
+    so the ``finally`` blocks stop the workers and remove shared memory. Only the first
+    signal raises: later ones would cut that clean-up short. Python only prints (and
+    drops) a KeyboardInterrupt raised inside a ``__del__`` or a weakref callback; such a
+    lost interrupt is raised again :data:`REDELIVER_SECONDS` later."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None  # the first signal received
+        self._again = False  # the next signal re-delivers a lost interrupt
+        self._previous: dict[int, Any] = {}
+        self._hook: Callable[[Any], Any] = sys.unraisablehook
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():  # else: cannot set them
+            self._previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+            self._hook, sys.unraisablehook = sys.unraisablehook, self._on_unraisable
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        if self._previous:
+            sys.unraisablehook = self._hook
+        self._previous = {}
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self.signum is None or self._again:
+            self.signum = self.signum or signum
+            self._again = False
+            raise KeyboardInterrupt
+
+    def _on_unraisable(self, unraisable: Any) -> None:
+        if self.signum is None or not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            self._hook(unraisable)
+            return
+        self._again = True  # the main thread gets the signal again, out of this context
+        timer = threading.Timer(REDELIVER_SECONDS, self._redeliver)
+        timer.daemon = True
+        timer.start()
+
+    def _redeliver(self) -> None:
+        if self._previous and self._again:
+            signal.pthread_kill(threading.main_thread().ident, self.signum)
+
+
+def _interrupted(exc: KeyboardInterrupt, signum: int | None) -> int:
+    """One line on stderr (how to resume, for a run) and the exit code of the signal."""
+    from shardmc.runs import RunInterrupted
+
+    if isinstance(exc, RunInterrupted):
+        print(exc.resume_line(), file=sys.stderr)
+    else:
+        print("shardmc: interrupted", file=sys.stderr)
+    return EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -74,7 +154,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     paths = write_synthetic(args.out, physics=args.physics, n_angles=args.angles,
                                 n_frames=args.frames, noise=args.noise, seed=args.seed,
-                                num_shards=args.shards)
+                                num_shards=args.shards, t0=args.t0)
     print("Wrote " + ", ".join(str(p) for p in paths)
           + f"\nNext: shardmc run {paths[-1]} --out <run dir>")
     return EXIT_OK
@@ -117,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run folder (default: shardmc-runs/demo-<timestamp>)")
     demo.add_argument("--shards", type=int, default=8, help="number of shards K (default 8)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    demo.add_argument("--backend", default="sequential", help="backend (default sequential)")
+    demo.add_argument("--backend", default="auto", help="backend (default auto: picked from "
+                      "the machine and the run)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     demo.set_defaults(handler=_cmd_demo)
 
@@ -155,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "the simulator's)")
     sim.add_argument("--shards", type=int, default=4, help="num_shards in the config")
     sim.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sim.add_argument("--t0", type=float, default=None, help="time (s) of the first frame, "
+                     "written to the config as data.t0 (default: one frame time, 0.1)")
     sim.set_defaults(handler=_cmd_simulate)
 
     cfg = sub.add_parser("config", help="print (or write) a commented config template")
@@ -182,8 +265,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("shardmc").setLevel(logging.INFO)
     _bootstrap_jax()
 
+    stop = _StopSignals()
     try:
-        return args.handler(args)
+        with stop:
+            return args.handler(args)
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc, stop.signum)
     except (ShardMCInputError, FileNotFoundError, PermissionError) as exc:
         if args.debug:
             raise
@@ -192,10 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ShardFailedError as exc:
         if args.debug:
             raise
-        print(f"shardmc: run failed: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        print("shardmc: interrupted", file=sys.stderr)
+        text = f"{exc.message}{exc.hint('cli')}" if hasattr(exc, "message") else str(exc)
+        print(f"shardmc: run failed: {text}", file=sys.stderr)
         return EXIT_FAILURE
     except Exception as exc:
         if args.debug:

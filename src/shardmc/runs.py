@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -43,6 +44,38 @@ SUMMARY_INTERVAL = 0.9
 TRUTH_SUFFIX = ".truth.json"
 #: Format of the log file in the run directory.
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: Manifest state of a run stopped by Ctrl-C or SIGTERM (``shardmc resume`` finishes it).
+INTERRUPTED = "interrupted"
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM after its manifest was marked interrupted; a
+    KeyboardInterrupt, so code that catches those still does."""
+
+    def __init__(self, path: Path, on_disk: int, num_shards: int | None) -> None:
+        super().__init__(f"run {path} interrupted")
+        self.path, self.on_disk, self.num_shards = path, on_disk, num_shards
+
+    def resume_line(self) -> str:
+        """The one line ``shardmc`` prints: what is kept, and how to finish the run."""
+        of = "" if self.num_shards is None else f" of {self.num_shards}"
+        return (f"Interrupted: {self.on_disk}{of} shards are on disk in {self.path}; "
+                f"finish with: shardmc resume {shlex.quote(str(self.path))}")
+
+
+@contextmanager
+def _marks_interrupt(store: RunStore):
+    """Turn a KeyboardInterrupt in the block into RunInterrupted, with the manifest's state
+    set to "interrupted" (and the time) first."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        manifest = store.update_manifest(state=INTERRUPTED,
+                                         interrupted=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        k = manifest.get("num_shards")
+        on_disk = store.kept_shards(k) if k else len(store.finished_shards())
+        log.info("interrupted: %d of %s shards on disk", on_disk, k)
+        raise RunInterrupted(store.path, on_disk, k) from exc
 
 
 @contextmanager
@@ -83,7 +116,7 @@ def _warm_start_values(store: RunStore, inputs: Any, seed: int, enabled: bool,
     from shardmc.xpcs import warm_start
 
     t0 = time.perf_counter()
-    start = warm_start(inputs.model, inputs.data, seed=seed)
+    start = warm_start(inputs.model, inputs.data, seed=seed, laplace=False)  # init values only
     echo(f"Least-squares warm start: {start.nfev} evaluations, cost {start.cost:.4g} "
          f"({time.perf_counter() - t0:.1f} s).")
     values = {k: np.asarray(v, dtype=np.float64) for k, v in start.init_values.items()}
@@ -100,12 +133,27 @@ def _diagnosis_lines(post: Any) -> list[str]:
         return [f"diagnosis unavailable: {type(exc).__name__}: {exc}"]
 
 
+def _with_time_origin(post: Any, inputs: Any) -> Any:
+    """The posterior with the data's time origin in its provenance; where the dt/2 rate
+    floor matters (docs/xpcs.md, "Time origin") its finding goes to the log, once."""
+    from shardmc.report import time_origin_issues
+    from shardmc.xpcs.timeorigin import record_time_origin
+
+    post = record_time_origin(post, inputs.model, inputs.data)
+    for issue in time_origin_issues(post.provenance, post.samples):
+        log.log(logging.WARNING if issue.severity == "warning" else logging.INFO,
+                issue.message)
+    return post
+
+
 def write_results(store: RunStore, inputs: Any, data_file: Path, post: Any,
                   seconds: float) -> dict[str, Any]:
-    """posterior.nc, fit.npz and summary.json of a finished fit."""
+    """posterior.nc, fit.npz and summary.json of a finished fit (the posterior saved with
+    the time origin of the data in its provenance)."""
     from shardmc.xpcs import fitted_c2
     from shardmc.xpcs.demo import recovery_table
 
+    post = _with_time_origin(post, inputs)
     post.save(store.path / POSTERIOR_FILE)
     medians = {k: np.median(v, axis=0) for k, v in post.samples.items()}
     fitted = np.asarray(fitted_c2(inputs.model, medians, inputs.data))
@@ -157,7 +205,8 @@ def execute(cfg: Any, store: RunStore, *, resume: bool, progress: bool | None = 
             echo: Callable[[str], None] = print, report: bool = True,
             inputs: Any = None) -> dict[str, Any]:
     """Fit ``cfg`` into ``store`` (a new run, or a resumed one); returns the summary.
-    inputs: ``config.build_run(cfg)`` when the caller already has it."""
+    inputs: ``config.build_run(cfg)`` when the caller already has it. Ctrl-C or SIGTERM
+    (a KeyboardInterrupt) marks the manifest "interrupted" and raises RunInterrupted."""
     import shardmc
     from shardmc import config as C
 
@@ -168,13 +217,14 @@ def execute(cfg: Any, store: RunStore, *, resume: bool, progress: bool | None = 
     if resume:
         _check_unchanged(store, hashes)
         echo(f"Resuming {store.path}: {store.verify_shards()} shard file(s) on disk.")
+        store.update_manifest(state="running", resumed=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     else:
         write_text(store.path / CONFIG_FILE, C.resolved_yaml(cfg))
         store.write_manifest(_manifest(inputs, data_file, hashes))
     fit_kwargs = dict(inputs.fit_kwargs)
     if progress is not None:
         fit_kwargs["progress"] = progress
-    with run_log(store.path / LOG_FILE):
+    with run_log(store.path / LOG_FILE), _marks_interrupt(store):
         n = inputs.data.num_points
         echo(f"{inputs.model.physics}: {inputs.data.n_phi} angle(s) x {inputs.data.n_t} "
              f"frames = {n} points; {fit_kwargs.get('num_shards')} shards.")

@@ -266,5 +266,17 @@ class RunStore:
             self.read_shard(index, of)
         return len(paths)
 
+    def kept_shards(self, num_shards: int) -> int:
+        """How many shards at prior scale 1/``num_shards`` have a file with a kept status:
+        those a resume will not sample again (unreadable files do not count)."""
+        kept = 0
+        for path in self.shard_dir.glob(f"shard-*-of-{num_shards:05d}.npz"):
+            try:
+                with np.load(path, allow_pickle=False) as npz:
+                    kept += str(npz["status"]) in KEPT_STATUSES
+            except Exception:  # a corrupted file: resume names it
+                continue
+        return kept
+
     def finished_shards(self) -> list[str]:
         return sorted(p.name for p in self.shard_dir.glob("shard-*.npz"))

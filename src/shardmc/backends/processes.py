@@ -72,11 +72,11 @@ class _Task:
     errors: list[str] = field(default_factory=list)
 
 
-def _importable(obj: Any, what: str) -> None:
+def importable(obj: Any, what: str) -> None:
     """Raise ShardMCInputError unless ``obj`` can be imported by name in a fresh process
     (a callable object, e.g. an XPCSModel: its class imports and the object pickles)."""
     if not hasattr(obj, "__qualname__"):
-        _importable(type(obj), what)
+        importable(type(obj), what)
         try:
             pickle.dumps(obj)
         except Exception as exc:  # pickle raises many types (PicklingError, TypeError, ...)
@@ -116,6 +116,13 @@ def _exit_reason(code: int | None) -> str:
 
 def _is_shard_spec(spec: Any) -> bool:
     return dataclasses.is_dataclass(spec) and hasattr(spec, "data") and hasattr(spec, "mask")
+
+
+def _unlink_all(names: set[str]) -> None:
+    """Remove the named segments (those already gone are skipped) and forget them."""
+    for name in list(names):
+        shm.unlink_segment(name)
+        names.discard(name)
 
 
 def _failed(index: int, num_points: int, error: str) -> Any:
@@ -171,7 +178,7 @@ class ProcessesBackend:
 
     def validate_model(self, model: Callable) -> None:
         """Refuse models that spawned workers cannot import (``__main__``, lambdas, closures)."""
-        _importable(model, "model")
+        importable(model, "model")
 
     def estimate_memory(self, workload: Workload) -> int:
         """Peak bytes of the workers plus the shard segments in shared memory."""
@@ -206,27 +213,26 @@ class ProcessesBackend:
         self.close()
 
     # -- preparing tasks ------------------------------------------------------------------
-    def _prepare(self, fn: Callable, specs: Iterable[Any], run: int):
-        """The run's tasks in LPT order and its contexts by id (segments removed again
-        if preparing fails half-way)."""
-        _importable(fn, "backend.map function")
+    def _prepare(self, fn: Callable, specs: Iterable[Any], run: int, made: set[str]):
+        """The run's tasks in LPT order and its contexts by id. ``made`` receives each
+        segment's name before the segment is created; all are removed again if preparing
+        fails (or is interrupted) half-way."""
+        importable(fn, "backend.map function")
         contexts: dict[tuple, tuple[int, Any]] = {}
         tasks: list[_Task] = []
         terms = []
         room = shm.shm_free_bytes()
         try:
-            self._add_tasks(fn, specs, run, contexts, tasks, terms, room)
+            self._add_tasks(fn, specs, run, contexts, tasks, terms, room, made)
         except BaseException:
-            for task in tasks:
-                if task.segment:
-                    shm.unlink_segment(task.segment)
+            _unlink_all(made)
             raise
         order = lpt.lpt_order(lpt.shard_costs(terms))
         by_id = {cid: body for cid, body in contexts.values()}
         return deque(tasks[i] for i in order), by_id
 
     def _add_tasks(self, fn: Callable, specs: Iterable[Any], run: int, contexts: dict,
-                   tasks: list[_Task], terms: list, room: int | None) -> None:
+                   tasks: list[_Task], terms: list, room: int | None, made: set[str]) -> None:
         """Write each spec's arrays to shared memory and append its task and cost terms."""
         for pos, spec in enumerate(specs):
             terms.append(lpt.cost_terms(spec))
@@ -238,7 +244,7 @@ class ProcessesBackend:
                 template = None
             else:
                 if pos == 0:
-                    _importable(spec.model, "model")
+                    importable(spec.model, "model")
                 ctx_key = (id(fn), id(spec.model), id(spec.model_kwargs), id(spec.init_values),
                            spec.config, spec.plan, spec.observed_sites, spec.prior_scale)
                 template = dataclasses.replace(spec, data={}, mask=np.zeros(0, bool))
@@ -248,6 +254,7 @@ class ProcessesBackend:
                 need = shm.segment_nbytes(arrays)
                 if room is not None and need <= shm.SHM_MAX_FRACTION * room:
                     name = f"{shm.NAME_PREFIX}{os.getpid()}_{run}_{pos}"
+                    made.add(name)
                     payload["segment"] = shm.write_segment(name, arrays)
                     room -= need
                 else:
@@ -265,14 +272,20 @@ class ProcessesBackend:
         run = next(_RUN_IDS)
         pool = self._get_pool()
         t0 = time.perf_counter()
-        pending, contexts = self._prepare(fn, specs, run)
-        stats: dict[str, Any] = {"run": run, "shards": len(pending), "retries": 0,
+        segments: set[str] = set()  # this run's segments not yet removed
+        stats: dict[str, Any] = {"run": run, "shards": 0, "retries": 0,
                                  "workers_replaced": 0, "workers": {}}
-        state = _RunState(pool, pending, contexts, on_event or (lambda e: None), stats, self)
+        state = None
         try:
+            pending, contexts = self._prepare(fn, specs, run, segments)
+            stats["shards"] = len(pending)
+            state = _RunState(pool, pending, contexts, on_event or (lambda e: None), stats,
+                              self, segments)
             yield from state.loop()
-        finally:
-            state.abandon()
+        finally:  # done, stopped early, failed or interrupted (KeyboardInterrupt, SIGTERM)
+            if state is not None:
+                state.abandon()
+            _unlink_all(segments)
             stats["wall_seconds"] = time.perf_counter() - t0
             self.last_run = stats
 
@@ -281,11 +294,11 @@ class _RunState:
     """The event loop of one ``map`` call."""
 
     def __init__(self, pool: WorkerPool, pending: deque, contexts: dict, emit: Callable,
-                 stats: dict, cfg: ProcessesBackend) -> None:
+                 stats: dict, cfg: ProcessesBackend, segments: set[str]) -> None:
         self.pool, self.pending, self.contexts, self.emit = pool, pending, contexts, emit
         self.stats, self.cfg = stats, cfg
         self.running: dict[int, _Task] = {}
-        self.segments = {t.segment for t in pending if t.segment}
+        self.segments = segments  # shared with map(), which removes any left at the end
         self.finished: list[Any] = []
         self.startup_failures = 0
 
@@ -417,6 +430,4 @@ class _RunState:
         for handle in list(self.pool.handles.values()):
             if handle.task is not None:
                 self.pool.remove(handle)
-        for name in self.segments:
-            shm.unlink_segment(name)
-        self.segments.clear()
+        _unlink_all(self.segments)
