@@ -1,5 +1,9 @@
-"""Test-wide setup: float64 JAX (what shardmc.fit and the CLI use), and compiled programs
-dropped after each test module.
+"""Test-wide setup: float64 JAX (what shardmc.fit and the CLI use), a persistent
+compilation cache for the session, and compiled programs dropped after each test module.
+
+The suite compiles the same programs in many tests (each fit re-traces its closures);
+with a session cache folder XLA compiles each of them once and later tests load it, as
+the ``shardmc`` command does across runs (``shardmc.backends.cache.driver_cache_dir``).
 
 Every XLA:CPU executable keeps memory mappings while its jit cache holds it; the whole
 suite in one process compiles thousands of programs and passed Linux's default
@@ -8,11 +12,21 @@ suite in one process compiles thousands of programs and passed Linux's default
 """
 
 import gc
+import os
+import tempfile
 
 import jax
 import pytest
 
 jax.config.update("jax_enable_x64", True)
+
+
+def pytest_configure(config):
+    """One cache folder per test session (``SHARDMC_TEST_CACHE`` keeps one across runs);
+    child processes (``shardmc`` subprocesses) share it through the environment."""
+    folder = os.environ.get("SHARDMC_TEST_CACHE") or tempfile.mkdtemp(prefix="shardmc-xla-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+    jax.config.update("jax_compilation_cache_dir", folder)
 
 
 @pytest.fixture(autouse=True, scope="module")

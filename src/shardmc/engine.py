@@ -5,18 +5,25 @@ from __future__ import annotations
 import dataclasses
 import logging
 import platform
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from shardmc import params as P
-from shardmc.backends import BACKENDS, Workload, preflight, select_backend
+from shardmc.backends import BACKENDS, Workload, backend_choice, preflight, select_backend
 from shardmc.combine import check_options, combine, option_names
 from shardmc.combine.mc_error import combined_mean_error
 from shardmc.diagnostics import result_diagnostics, stack_diagnostics
 from shardmc.errors import ShardFailedError, ShardMCInputError
-from shardmc.exclusion import apply_failure_policy, validate_policy
+from shardmc.exclusion import (
+    EXCLUDE_REMEDY,
+    EarlyAbort,
+    apply_failure_policy,
+    failure_lines,
+    validate_policy,
+)
 from shardmc.heterogeneity import constrained_shard_means
 from shardmc.posterior import SHARD_STAT_NAMES, Posterior
 from shardmc.progress import ShardProgress
@@ -153,7 +160,10 @@ ShardLookup = Callable[[int, float], "ShardResult | None"]
 
 def _collect(backend, specs, num_shards: int, progress: bool,
              on_shard_done: Callable[[ShardResult], None] | None,
-             lookup: ShardLookup | None = None) -> list[ShardResult]:
+             lookup: ShardLookup | None = None,
+             abort: EarlyAbort | None = None) -> list[ShardResult]:
+    """Every shard's result, kept ones from ``lookup`` first; ``abort`` sees each result
+    as it arrives and may stop the run (ShardFailedError)."""
     results: dict[int, ShardResult] = {}
     with ShardProgress(num_shards, enabled=progress) as tracker:
         pending, scales = [], {}
@@ -165,6 +175,8 @@ def _collect(backend, specs, num_shards: int, progress: bool,
             else:
                 results[kept.index] = kept
                 tracker.on_result(kept)
+                if abort is not None:
+                    abort.observe(kept)
         if len(pending) < num_shards:
             log.info("%d of %d shards kept from the run store; running %d",
                      num_shards - len(pending), num_shards, len(pending))
@@ -172,12 +184,19 @@ def _collect(backend, specs, num_shards: int, progress: bool,
         stream = (() if not pending else
                   backend.map(run_shard, pending, on_event=tracker.on_event) if events
                   else backend.map(run_shard, pending))
-        for result in stream:
-            result.prior_scale = scales[result.index]
-            results[result.index] = result
-            tracker.on_result(result)
-            if on_shard_done is not None:
-                on_shard_done(result)
+        try:
+            for result in stream:
+                result.prior_scale = scales[result.index]
+                results[result.index] = result
+                tracker.on_result(result)
+                if on_shard_done is not None:
+                    on_shard_done(result)
+                if abort is not None:
+                    abort.observe(result)
+        finally:  # an abort or interrupt: the backend's map stops what it has in flight
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
     return [results[k] for k in sorted(results)]
 
 
@@ -190,14 +209,25 @@ def _diagnosed(result: ShardResult, parts: dict[int, tuple[ShardResult, dict]],
     return result_diagnostics(result, max_tree_depth)
 
 
+def _announce_backend(backend: Any, workload: Workload, model: Callable,
+                      progress: bool) -> dict[str, str] | None:
+    """For ``backend="auto"``: the choice and its reason, logged (and printed to stderr
+    with ``progress``) before any sampling; None for a named backend or an instance."""
+    if not (isinstance(backend, str) and backend == "auto"):
+        return None
+    choice = backend_choice(workload, model)
+    text = f"backend auto: {choice.name} ({choice.reason})"
+    log.info(text)
+    if progress:
+        print(text, file=sys.stderr, flush=True)
+    return {"requested": "auto", "name": choice.name, "reason": choice.reason}
+
+
 def _raise_failures(results: list[ShardResult]) -> None:
     bad = [r for r in results if not r.ok]
     if bad:
-        lines = [f"shard {r.index}: {r.status}: {(r.error or '').strip().splitlines()[0]}"
-                 for r in bad[:10]]
         raise ShardFailedError(f"{len(bad)} of {len(results)} shards failed:\n  "
-                               + "\n  ".join(lines) + "\n(fit(..., on_shard_failure='exclude') "
-                               "recombines from the surviving shards, prior re-tempered)")
+                               + failure_lines(bad), remedies=[EXCLUDE_REMEDY])
 
 
 def _versions() -> dict[str, str]:
@@ -304,13 +334,14 @@ def fit(
     method: str = "consensus",
     space: str = "unconstrained",
     combine_options: dict[str, Any] | None = None,
-    backend: Any = "sequential",
+    backend: Any = "auto",
     backend_options: dict[str, Any] | None = None,
     config: SamplerConfig | None = None,
     init_values: dict[str, Any] | None = None,
     progress: bool = False,
     on_shard_done: Callable[[ShardResult], None] | None = None,
     on_shard_failure: str = "fail",
+    early_abort: bool = True,
     lookup: ShardLookup | None = None,
     **sampler_options: Any,
 ) -> Posterior:
@@ -324,11 +355,15 @@ def fit(
     seed, **combine_options) -> (draws (S', d), info dict)`` in unconstrained space, as
     :func:`shardmc.xpcs.rate_space_combiner` makes). Runs in float64. ``backend``: a
     name (built with ``backend_options`` and closed after the run, see
-    :func:`shardmc.select_backend`) or a backend instance (left open).
+    :func:`shardmc.select_backend`; ``auto``, the default, picks one from the machine and
+    the workload, logs the choice with its reason, prints it with ``progress`` and keeps it
+    in ``provenance["backend_choice"]``) or a backend instance (left open).
     ``on_shard_failure``: "fail" (default) raises ShardFailedError naming every shard
     that failed or diverged after its retries;
     "exclude" re-runs the K' survivors with the prior re-tempered to 1/K' and records the
-    exclusions in the provenance (see :mod:`shardmc.exclusion`). ``on_shard_done`` is
+    exclusions in the provenance (see :mod:`shardmc.exclusion`). ``early_abort`` (with
+    "fail"): stop as soon as most of the first shards failed or diverged at the critical
+    rate (:class:`shardmc.exclusion.EarlyAbort`) instead of sampling the rest. ``on_shard_done`` is
     called with every result as it arrives (a run store persists it); ``lookup(index,
     prior_scale)`` returns a result kept from an interrupted run, and that shard is not
     run again (see :mod:`shardmc.store`). Raises ShardMCInputError
@@ -360,8 +395,10 @@ def fit(
     plan = SamplingPlan.from_config(config, int(observations.max()), probe.layout.dim)
     workload = Workload(num_shards, layout.shard_length, probe.layout.dim, plan.n_chains,
                         plan.n_warmup, plan.n_samples,
-                        sum(int(a[:1].nbytes) for a in data.values()))
-    runner = select_backend(backend, workload=workload, **(backend_options or {}))
+                        sum(int(a[:1].nbytes) for a in data.values()),
+                        shard_observations=int(observations.max()))
+    choice = _announce_backend(backend, workload, model, progress)
+    runner = select_backend(backend, workload=workload, model=model, **(backend_options or {}))
     diag_parts: dict[int, tuple[ShardResult, dict[str, np.ndarray]]] = {}
 
     def done(result: ShardResult) -> None:  # persist first, then diagnose while shards run
@@ -373,7 +410,8 @@ def fit(
     try:
         preflight(runner, model, workload)
         specs = _specs(model, data, layout, model_kwargs, config, plan, probe, seed, init_values)
-        results = _collect(runner, specs, num_shards, progress, done, lookup)
+        abort = EarlyAbort(num_shards) if early_abort and on_shard_failure == "fail" else None
+        results = _collect(runner, specs, num_shards, progress, done, lookup, abort)
         results, excluded = apply_failure_policy(results, on_shard_failure, lambda idx, scale: (
             _collect(runner, _specs(model, data, layout, model_kwargs, config, plan, probe,
                                     seed, init_values, idx, scale),
@@ -400,6 +438,7 @@ def fit(
         "method": method if isinstance(method, str) else getattr(method, "__name__", "custom"),
         "combine_info": info, "sampler": dataclasses.asdict(config),
         "plan": dataclasses.asdict(plan), "backend": runner.capabilities.name,
+        "backend_choice": choice,
         "shard_stats": [r.stats.to_dict() for r in results],
         "latent_sites": list(probe.layout.names),
         "deterministic_skipped": list(probe.deterministic_skipped),

@@ -14,8 +14,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from shardmc.errors import ShardFailedError, ShardMCInputError
-from shardmc.sampling import ShardResult
+from shardmc.errors import Remedy, ShardFailedError, ShardMCInputError
+from shardmc.sampling import DIVERGENCE_RATE_CRITICAL, ShardResult
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,19 @@ SHARD_FAILURE_POLICIES = ("fail", "exclude")
 #: With "exclude", the run still fails when more than this fraction of the shards are
 #: excluded: the survivors' data would be too unlike the whole to call it the same fit.
 MAX_EXCLUDED_FRACTION = 0.5
+
+
+#: Early abort (the reference stops when more than half of its first 10 shards fail): the
+#: run stops once at least EARLY_ABORT_MIN_FAILED of the first EARLY_ABORT_WINDOW shards to
+#: finish failed hard, and they are more than EARLY_ABORT_FRACTION of those finished.
+EARLY_ABORT_WINDOW = 10
+EARLY_ABORT_MIN_FAILED = 2
+EARLY_ABORT_FRACTION = 0.5
+#: The remedy a failed run names: exclude the failed shards and re-temper the prior.
+EXCLUDE_REMEDY: Remedy = ("on_shard_failure", "exclude",
+                          "recombines from the surviving shards, prior re-tempered")
+#: The remedy an early abort also names: sample every shard before failing.
+NO_ABORT_REMEDY: Remedy = ("early_abort", False, "samples every shard before failing")
 
 
 def validate_policy(policy: Any) -> str:
@@ -35,6 +48,49 @@ def validate_policy(policy: Any) -> str:
 def _first_line(text: str | None) -> str:
     lines = (text or "").strip().splitlines()
     return lines[0] if lines else ""
+
+
+def failure_lines(bad: list[ShardResult], limit: int = 10) -> str:
+    """One line per failed shard (up to ``limit``): index, status and cause."""
+    return "\n  ".join(f"shard {r.index}: {r.status}: {_first_line(r.error)}"
+                       for r in bad[:limit])
+
+
+def hard_failure(result: ShardResult) -> bool:
+    """Failed (an error, non-finite draws) or divergent at DIVERGENCE_RATE_CRITICAL or
+    more after its retries: a shard no setting of this run will rescue."""
+    return result.status == "failed" or (
+        result.status == "divergent"
+        and result.stats.divergence_rate >= DIVERGENCE_RATE_CRITICAL)
+
+
+class EarlyAbort:
+    """Watches shards as they finish; :meth:`observe` raises ShardFailedError once most of
+    the first ones failed hard (see EARLY_ABORT_WINDOW), naming them and the shards not
+    run. For ``on_shard_failure="fail"`` only: with "exclude" the others are needed."""
+
+    def __init__(self, num_shards: int) -> None:
+        self.num_shards = num_shards
+        self.finished: list[ShardResult] = []
+
+    def observe(self, result: ShardResult) -> None:
+        if len(self.finished) >= EARLY_ABORT_WINDOW:
+            return
+        self.finished.append(result)
+        bad = [r for r in self.finished if hard_failure(r)]
+        if len(bad) < EARLY_ABORT_MIN_FAILED or \
+                len(bad) <= EARLY_ABORT_FRACTION * len(self.finished):
+            return
+        left = self.num_shards - len(self.finished)
+        if left <= 0:
+            return  # every shard is in: the run fails with the full list
+        log.warning("early abort: %d of the first %d shards failed", len(bad),
+                    len(self.finished))
+        raise ShardFailedError(
+            f"early abort: {len(bad)} of the first {len(self.finished)} shards to finish "
+            f"failed or diverged at {DIVERGENCE_RATE_CRITICAL:.0%} or more after their "
+            f"retries; the other {left} shard(s) were not sampled:\n  " + failure_lines(bad),
+            remedies=[EXCLUDE_REMEDY, NO_ABORT_REMEDY])
 
 
 def exclusion_record(result: ShardResult) -> dict[str, Any]:

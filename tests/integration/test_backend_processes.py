@@ -109,7 +109,7 @@ def test_xpcs_model_object_runs_on_workers_bit_identical():
     data, _ = xpcs.simulate("static", n_angles=2, n_t=24, seed=1)
     model = xpcs.XPCSModel.create("static", data.n_phi)
     points, kwargs = xpcs.prepare(model, data)
-    start = xpcs.warm_start(model, data, seed=0)
+    start = xpcs.warm_start(model, data, seed=0, laplace=False)
     fit = lambda backend: shardmc.fit(  # noqa: E731
         model, points, 2, model_kwargs=kwargs, seed=3, backend=backend, num_warmup=60,
         num_samples=60, num_chains=1, init_strategy="value", init_values=start.init_values)

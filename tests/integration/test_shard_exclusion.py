@@ -118,3 +118,44 @@ def test_exclusion_refuses_when_too_many_shards_fail(data):
 def test_bad_policy_is_rejected_before_sampling(data):
     with pytest.raises(ShardMCInputError, match="on_shard_failure: expected one of"):
         shardmc.fit(poisoned_normal_mean, data, K, on_shard_failure="drop")
+
+
+def _middle_two_poisoned(y: np.ndarray) -> dict[str, np.ndarray]:
+    poison = np.zeros(N)
+    poison[[15, 25]] = 1.0  # contiguous shards 1 and 2 of 4 (the probe traces 0 and 3)
+    return {"y": y, "poison": poison}
+
+
+def test_early_abort_stops_once_most_of_the_first_shards_failed(data):
+    backend = RecordingBackend()
+    done = []
+    with pytest.raises(ShardFailedError) as e:
+        shardmc.fit(poisoned_normal_mean, _middle_two_poisoned(data["y"]), K,
+                    sharding="contiguous", backend=backend, on_shard_done=done.append, **SMALL)
+    text = str(e.value)
+    assert text.startswith("early abort: 2 of the first 3 shards to finish failed")
+    assert "the other 1 shard(s) were not sampled" in text
+    assert "shard 1: failed" in text and "shard 2: failed" in text
+    assert "on_shard_failure='exclude'" in text and "early_abort=False" in text
+    assert backend.calls == [(0, 1 / K), (1, 1 / K), (2, 1 / K)]  # shard 3 never started
+    assert [r.index for r in done] == [0, 1, 2]  # the finished shards were handed over
+    # the command line names the same remedies as config keys
+    assert "--set run.on_shard_failure=exclude" in e.value.hint("cli")
+    assert "--set run.early_abort=false" in e.value.hint("cli")
+
+
+def test_without_early_abort_every_shard_runs_before_the_run_fails(data):
+    backend = RecordingBackend()
+    with pytest.raises(ShardFailedError, match=r"^2 of 4 shards failed:\n  shard 1: failed"):
+        shardmc.fit(poisoned_normal_mean, _middle_two_poisoned(data["y"]), K,
+                    sharding="contiguous", backend=backend, early_abort=False, **SMALL)
+    assert [c[0] for c in backend.calls] == [0, 1, 2, 3]
+
+
+def test_early_abort_is_off_when_failed_shards_are_excluded(data):
+    backend = RecordingBackend()
+    post = shardmc.fit(poisoned_normal_mean, _middle_two_poisoned(data["y"]), K,
+                       sharding="contiguous", backend=backend, on_shard_failure="exclude",
+                       **SMALL)
+    assert [c[0] for c in backend.calls] == [0, 1, 2, 3, 0, 3]
+    assert post.provenance["shards_used"] == [0, 3]

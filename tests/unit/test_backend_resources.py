@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import subprocess
@@ -16,6 +17,7 @@ from shardmc.backends import (
     ProcessesBackend,
     SequentialBackend,
     Workload,
+    backend_choice,
     choose_backend,
     select_backend,
     should_use_pool,
@@ -59,11 +61,41 @@ def test_auto_choice_follows_workload():
     assert isinstance(backend, SequentialBackend)
 
 
+def test_auto_choice_gives_its_reason_and_needs_an_importable_model():
+    small = backend_choice(SMALL)
+    assert small.name == "sequential" and "less than the 3 s it takes to start" in small.reason
+    if R.physical_cores() < 2:
+        pytest.skip("one physical core: auto never picks a pool")
+    big = backend_choice(BIG, examples.linear_regression_known_noise)
+    assert big.name == "processes" and "workers on" in big.reason
+    local = backend_choice(BIG, lambda **kw: None)
+    assert local.name == "sequential" and "cannot import the model" in local.reason
+    # frame rows carry many points each: the estimate counts points, not rows
+    rows = Workload(num_shards=8, shard_points=100, n_params=7, num_chains=4, num_warmup=500,
+                    num_samples=1500, point_bytes=8 * 400, shard_observations=20_000)
+    assert backend_choice(rows).name == "processes"
+    as_rows = dataclasses.replace(rows, shard_observations=None)
+    assert backend_choice(as_rows).name == "sequential"
+
+
+def test_fit_defaults_to_auto_and_records_the_choice():
+    data = examples.linear_regression_data(200, 2, seed=0)
+    post = shardmc.fit(examples.linear_regression_known_noise, data, 2, num_warmup=50,
+                       num_samples=50, num_chains=1)
+    choice = post.provenance["backend_choice"]
+    assert choice["requested"] == "auto" and choice["name"] == post.provenance["backend"]
+    assert choice["reason"]
+    named = shardmc.fit(examples.linear_regression_known_noise, data, 2, backend="sequential",
+                        num_warmup=50, num_samples=50, num_chains=1)
+    assert named.provenance["backend_choice"] is None
+
+
 def test_auto_drops_options_the_jax_backend_does_not_take(monkeypatch):
     import shardmc.backends as B
     from shardmc.backends.jax_devices import JaxBackend
 
-    monkeypatch.setattr(B, "choose_backend", lambda workload: "jax")  # as on a GPU machine
+    monkeypatch.setattr(B, "backend_choice",  # as on a GPU machine
+                        lambda workload, model=None: B.BackendChoice("jax", "accelerator"))
     backend = select_backend("auto", workers=2, shard_timeout=10.0)
     assert isinstance(backend, JaxBackend)
 

@@ -73,8 +73,9 @@ def test_defaults_follow_the_xpcs_demo(h5):
     assert s.init_mass == "hessian" and s.num_warmup == XPCS_SAMPLER_DEFAULTS["num_warmup"]
     assert cfg.model.parameterization == "rates"
     assert (cfg.combine.method, cfg.combine.space) == ("consensus", "unconstrained")
-    assert cfg.backend.name == "sequential"
+    assert cfg.backend.name == "auto"
     assert (cfg.run.seed, cfg.run.on_shard_failure, cfg.run.progress) == (0, "fail", True)
+    assert cfg.run.early_abort is True
 
 
 def test_without_warm_start_chains_start_at_the_median_and_adapt(h5):
@@ -257,7 +258,10 @@ def test_template_lists_the_parameters_and_refuses_unknown_physics():
      "backend.security: expected true or false or a mapping (key: value), found 3"),
     ({"backend": {"name": "dask", "adaptive": {"minimum_jobs": 1}}},
      "backend.adaptive.maximum_jobs: required key missing"),
-    ({"backend": {"workers": 2}}, "backend.workers: unknown key (allowed: name)"),
+    ({"backend": {"name": "sequential", "workers": 2}},
+     "backend.workers: unknown key (allowed: name)"),
+    ({"backend": {"devices": 2}}, "backend.devices: unknown key (allowed: name, workers, "
+     "threads_per_worker, shard_timeout, max_retries)"),
     ({"combine": {"method": "consensus", "options": {"seed": 1}}},
      "combine.options.seed: expected an option of method 'consensus' (one of diagonal, "
      "shard_weights, shrinkage), found 'seed'"),

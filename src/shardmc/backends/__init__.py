@@ -8,15 +8,18 @@ and spread over the JAX devices. ``auto`` picks one from the machine and the wor
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, NamedTuple
 
 from shardmc.backends.base import Backend, BackendCapabilities
-from shardmc.backends.processes import ProcessesBackend
+from shardmc.backends.processes import ProcessesBackend, importable
 from shardmc.backends.resources import (
+    POOL_MIN_SHARDS,
+    POOL_STARTUP_SECONDS,
     Workload,
     estimate_memory,
     estimate_shard_seconds,
     physical_cores,
+    pool_seconds_saved,
     preflight,
     should_use_pool,
 )
@@ -41,21 +44,53 @@ BACKENDS: dict[str, Any] = {"sequential": SequentialBackend, "processes": Proces
                             "jax": _jax_backend, "dask": _dask_backend}
 
 
-def choose_backend(workload: Workload | None) -> str:
-    """The ``auto`` choice: ``jax`` when JAX has an accelerator (all shards in one
-    program); on CPU ``processes`` when a pool pays off (:func:`should_use_pool`), else
-    ``sequential``. (On CPU the vmapped program runs chains in lockstep and was 2-3x
-    slower than ``sequential`` in ``benchmarks/backends.py``, so CPU never gets ``jax``.)"""
+class BackendChoice(NamedTuple):
+    """What ``auto`` picked (a name of :data:`BACKENDS`) and why, in one sentence."""
+
+    name: str
+    reason: str
+
+
+def backend_choice(workload: Workload | None, model: Any = None) -> BackendChoice:
+    """The ``auto`` choice and its reason: ``jax`` when JAX has an accelerator (all shards
+    in one program); on CPU ``processes`` when a pool pays off (:func:`should_use_pool`)
+    and its workers can import ``model``, else ``sequential``. (On CPU the vmapped program
+    runs chains in lockstep and was 2-3x slower than ``sequential`` in
+    ``benchmarks/backends.py``, so CPU never gets ``jax``.)"""
     import jax
 
-    if jax.default_backend() != "cpu":
-        return "jax"
+    platform = jax.default_backend()
+    if platform != "cpu":
+        return BackendChoice("jax", f"JAX has an accelerator ({platform}): every shard in "
+                                    "one compiled program")
     if workload is None:
-        return "sequential"
-    workers = min(physical_cores(), workload.num_shards)
-    if should_use_pool(workload.num_shards, workers, estimate_shard_seconds(workload)):
-        return "processes"
-    return "sequential"
+        return BackendChoice("sequential", "no workload given to size a pool by")
+    cores = physical_cores()
+    if workload.num_shards < POOL_MIN_SHARDS or cores < 2:
+        what = ("one shard" if workload.num_shards < POOL_MIN_SHARDS
+                else f"{cores} physical core")
+        return BackendChoice("sequential", f"{what}: nothing runs side by side")
+    workers = min(cores, workload.num_shards)
+    shard_seconds = estimate_shard_seconds(workload)
+    saved = pool_seconds_saved(workload.num_shards, workers, shard_seconds)
+    if not should_use_pool(workload.num_shards, workers, shard_seconds):
+        return BackendChoice("sequential", f"a pool of {workers} workers would save about "
+                             f"{saved:.1f} s (estimate), less than the "
+                             f"{POOL_STARTUP_SECONDS:.0f} s it takes to start")
+    if model is not None:
+        try:
+            importable(model, "model")
+        except ShardMCInputError as exc:
+            return BackendChoice("sequential", f"worker processes cannot import the model "
+                                 f"({exc})")
+    return BackendChoice("processes", f"{workers} workers on {cores} physical cores save "
+                         f"about {saved:.0f} s of {workload.num_shards * shard_seconds:.0f} s "
+                         "of sampling (estimate)")
+
+
+def choose_backend(workload: Workload | None) -> str:
+    """The name :func:`backend_choice` picks for ``workload``."""
+    return backend_choice(workload).name
 
 
 def _accepted(factory: Any, options: dict[str, Any]) -> dict[str, Any]:
@@ -66,15 +101,15 @@ def _accepted(factory: Any, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def select_backend(name: str | Backend = "auto", *, workload: Workload | None = None,
-                   **options: Any) -> Backend:
+                   model: Any = None, **options: Any) -> Backend:
     """A backend instance by name; an object that already has ``map`` is returned as is
-    (duck-typed extension point). ``auto`` uses ``workload`` (see :func:`choose_backend`)
-    and drops options the chosen backend does not take."""
+    (duck-typed extension point). ``auto`` uses ``workload`` and ``model`` (see
+    :func:`backend_choice`) and drops options the chosen backend does not take."""
     if hasattr(name, "map"):
         return name  # type: ignore[return-value]
     auto = name == "auto"
     if auto:
-        name = choose_backend(workload)
+        name = backend_choice(workload, model).name
     if name not in BACKENDS:
         raise ShardMCInputError(
             f"backend: expected one of {['auto', *sorted(BACKENDS)]}, found {name!r}"
@@ -90,6 +125,6 @@ def select_backend(name: str | Backend = "auto", *, workload: Workload | None = 
     return factory(**options)
 
 
-__all__ = ["BACKENDS", "Backend", "BackendCapabilities", "ProcessesBackend",
-           "SequentialBackend", "Workload", "choose_backend", "estimate_memory", "preflight",
-           "select_backend", "should_use_pool"]
+__all__ = ["BACKENDS", "Backend", "BackendCapabilities", "BackendChoice", "ProcessesBackend",
+           "SequentialBackend", "Workload", "backend_choice", "choose_backend",
+           "estimate_memory", "preflight", "select_backend", "should_use_pool"]

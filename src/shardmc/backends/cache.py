@@ -1,4 +1,5 @@
-"""The persistent JAX compilation cache of worker processes: one private folder per host CPU.
+"""The persistent JAX compilation cache: one private folder per host CPU, for worker
+processes and (sub-folder ``driver``) for the ``shardmc`` command's own process.
 
 Compiled CPU code is specific to the instruction set it was built for, and XLA's
 threading decisions depend on the CPU count a process sees, so the folder is keyed by
@@ -23,6 +24,10 @@ CACHE_ROOT_ENV = "SHARDMC_CACHE_DIR"
 CACHE_MAX_BYTES = 2 * 1024**3
 #: Permission bits of every folder the cache creates.
 CACHE_MODE = 0o700
+#: Sub-folder of the driver's (the ``shardmc`` command's own process) programs.
+DRIVER_SUBDIR = "driver"
+#: Environment variable that turns the command line's persistent cache off when set to 0.
+DRIVER_CACHE_ENV = "SHARDMC_COMPILE_CACHE"
 
 
 def _cpu_identity() -> str:
@@ -79,4 +84,15 @@ def compile_cache_dir(root: str | os.PathLike | None = None) -> Path:
         raise PermissionError(f"compile cache {path} belongs to another user")
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise PermissionError(f"compile cache {path} is writable by group or others")
+    return path
+
+
+def driver_cache_dir(root: str | os.PathLike | None = None) -> Path:
+    """``compile_cache_dir(root)/driver`` (mode 0700): the command line's own programs
+    (warm start, in-process shards, importance correction), apart from the workers', which
+    run with other thread counts."""
+    path = compile_cache_dir(root) / DRIVER_SUBDIR
+    if not path.exists():
+        path.mkdir(mode=CACHE_MODE, exist_ok=True)
+        os.chmod(path, CACHE_MODE)
     return path

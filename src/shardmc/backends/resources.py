@@ -57,7 +57,8 @@ class Workload:
     """The shape of a run, as the engine knows it before sampling.
 
     shard_points: padded rows per shard; point_bytes: bytes of one row over all data
-    arrays; counts are per chain.
+    arrays; counts are per chain; shard_observations: data points in the largest shard
+    where a row carries several (XPCS frame rows), None: one per row.
     """
 
     num_shards: int
@@ -67,6 +68,7 @@ class Workload:
     num_warmup: int
     num_samples: int
     point_bytes: int = 8
+    shard_observations: int | None = None
 
 
 def usable_cores() -> int:
@@ -124,8 +126,17 @@ def check_memory(needed: int, what: str, available: int | None = None) -> None:
 
 def estimate_shard_seconds(w: Workload) -> float:
     """Rough wall seconds of one shard's NUTS run (all chains, one after another)."""
-    per_iter = ITERATION_SECONDS + POINT_STEP_SECONDS * w.shard_points * TYPICAL_LEAPFROG_STEPS
+    points = w.shard_points if w.shard_observations is None else w.shard_observations
+    per_iter = ITERATION_SECONDS + POINT_STEP_SECONDS * points * TYPICAL_LEAPFROG_STEPS
     return w.num_chains * (w.num_warmup + w.num_samples) * per_iter
+
+
+def pool_seconds_saved(n_shards: int, n_workers: int, shard_seconds: float) -> float:
+    """Wall seconds a pool of ``n_workers`` saves on ``n_shards`` shards of
+    ``shard_seconds`` each: (K - ceil(K / W)) shard times."""
+    if n_workers < 1 or n_shards < 1:
+        return 0.0
+    return (n_shards - math.ceil(n_shards / min(n_workers, n_shards))) * shard_seconds
 
 
 def should_use_pool(n_shards: int, n_workers: int, shard_seconds: float | None = None) -> bool:
@@ -138,8 +149,7 @@ def should_use_pool(n_shards: int, n_workers: int, shard_seconds: float | None =
         return False
     if shard_seconds is None:
         return True
-    saved = (n_shards - math.ceil(n_shards / min(n_workers, n_shards))) * shard_seconds
-    return saved > POOL_STARTUP_SECONDS
+    return pool_seconds_saved(n_shards, n_workers, shard_seconds) > POOL_STARTUP_SECONDS
 
 
 def check_count(value: Any, field: str, limit: int, what: str) -> int:

@@ -24,8 +24,7 @@ BACKEND_NAMES = ("sequential", "processes", "jax", "dask", "auto")
 
 
 class SequentialBackendConfig(Section):
-    name: Literal["sequential"] = Field("sequential", description="where shards run: "
-                                        "sequential | processes | jax | dask | auto")
+    name: Literal["sequential"]
 
 
 class ProcessesBackendConfig(Section):
@@ -53,7 +52,9 @@ class ProcessesBackendConfig(Section):
 
 
 class AutoBackendConfig(Section):
-    name: Literal["auto"]
+    name: Literal["auto"] = Field("auto", description="where shards run: auto (picked "
+                                  "from the machine and the run, reason in run.log) | "
+                                  "sequential | processes | jax | dask")
     workers: Count | None = Field(None, description="processes backend: worker count")
     threads_per_worker: Count | None = Field(None, description="processes backend: threads")
     shard_timeout: Positive | None = Field(None, description="processes backend: seconds "

@@ -13,9 +13,9 @@ import yaml
 from pydantic import BaseModel
 
 from shardmc.config.backends import (
+    AutoBackendConfig,
     DaskBackendConfig,
     ProcessesBackendConfig,
-    SequentialBackendConfig,
 )
 from shardmc.config.errors import unwrap_type
 from shardmc.config.schema import (
@@ -130,13 +130,12 @@ def template(physics: str) -> str:
             out += _priors_comment(physics)
         out.append("")
     out.append("backend:")
-    out += section_lines(SequentialBackendConfig, {})
+    out += section_lines(AutoBackendConfig, {})
     out.append("  # name: processes takes (defaults shown):")
     out += section_lines(ProcessesBackendConfig, {}, commented=True, skip=("name",))
     out.append("  # name: dask takes (null: the backend's default):")
     out += section_lines(DaskBackendConfig, {}, commented=True, skip=("name",))
-    out.append("  # name: jax takes devices (null: all); name: auto takes workers, "
-               "threads_per_worker, shard_timeout, max_retries")
+    out.append("  # name: jax takes devices (null: all); name: sequential takes nothing")
     out.append("")
     out.append("run:")
     out += section_lines(RunSection, {})

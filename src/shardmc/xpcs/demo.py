@@ -1,8 +1,12 @@
-"""``shardmc demo``: simulate a laminar-flow dataset, fit it by CMC, compare with the truth."""
+"""``shardmc demo``: simulate a laminar-flow dataset, fit it by CMC, compare with the truth.
+
+The demo is ``shardmc simulate`` followed by ``shardmc run`` on what it wrote: the same
+config, sampler settings (:data:`shardmc.xpcs.simulate_files.SIMULATED_SAMPLING`) and
+importance correction a user gets from those two commands.
+"""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -17,9 +21,6 @@ from shardmc.errors import ShardMCInputError
 DEMO_ANGLES = 3
 DEMO_FRAMES = 190
 DEMO_SHARDS = 8
-#: Per-shard NUTS settings of the demo (2 chains keep it under 5 minutes on 2 cores). The
-#: dense mass matrix starts from the Laplace approximation at the warm start and is adapted.
-DEMO_SAMPLER = {"num_chains": 2, "num_warmup": 200, "num_samples": 300}
 #: Central interval reported beside the truth.
 INTERVAL = 0.9
 
@@ -30,10 +31,6 @@ def _run_dir(out: str | Path | None) -> Path:
     path = Path(out)
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _median_values(samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: np.median(v, axis=0) for k, v in samples.items()}
 
 
 def recovery_table(samples: dict[str, np.ndarray], truth: dict[str, Any],
@@ -70,52 +67,36 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def run_demo(out: str | Path | None = None, *, num_shards: int = DEMO_SHARDS,
-             n_frames: int = DEMO_FRAMES, seed: int = 0, backend: str = "sequential",
+             n_frames: int = DEMO_FRAMES, seed: int = 0, backend: str = "auto",
              echo: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
-    """Simulate, warm-start, fit by CMC, write posterior / summary / plots into ``out``."""
-    import shardmc
-    from shardmc import xpcs
-    from shardmc.xpcs.plots import plot_c2_fit, plot_corner
+    """Simulate laminar-flow data into ``out/data`` (as ``shardmc simulate``) and fit it
+    into the run directory ``out/run`` (as ``shardmc run``: warm start, CMC, importance
+    correction, posterior, summary, plots, report); print the recovery table."""
+    from shardmc.config import load_config
+    from shardmc.runs import execute
+    from shardmc.store import RunStore
+    from shardmc.xpcs.simulate_files import write_synthetic
 
     if num_shards < 1:
         raise ShardMCInputError(f"--shards: expected an integer >= 1, found {num_shards}")
-    shardmc.enable_x64()
     t0 = time.perf_counter()
-    run_dir = _run_dir(out)
-    data, truth = xpcs.simulate("laminar_flow", n_angles=DEMO_ANGLES, n_t=n_frames, seed=seed)
-    model = xpcs.XPCSModel.create("laminar_flow", data.n_phi)
-    points, kwargs = xpcs.prepare(model, data)
-    n = data.num_points
-    echo(f"Simulated laminar-flow XPCS data: {data.n_phi} angles x {n_frames} frames "
-         f"= {n} points (t1 < t2); fitting with {num_shards} shards.")
-    start = xpcs.warm_start(model, data, seed=seed)
-    echo(f"Least-squares warm start: {start.nfev} evaluations, cost {start.cost:.4g}.")
-    post = shardmc.fit(model, points, num_shards, model_kwargs=kwargs, seed=seed,
-                       sharding="stratified", strata=points["phi_idx"], backend=backend,
-                       init_strategy="value", init_values=start.init_values,
-                       progress=progress, **DEMO_SAMPLER)
-    names = model.parameter_names
-    echo(f"Shard draws combined by consensus in the sampled rate coordinates "
-         f"(docs/xpcs.md): {post.num_draws} draws.")
-    mc_error = max((post.provenance.get("combine_mc_error") or {}).get("sd_units") or [0.0])
-    echo(f"Monte Carlo error of the combined means (jackknife over the shards' draws): up to "
-         f"{mc_error:.2f} posterior sd; more draws per shard lower it.")
-    rows = recovery_table(post.samples, truth, names)
+    folder = _run_dir(out)
+    paths = write_synthetic(folder / "data", physics="laminar_flow", n_angles=DEMO_ANGLES,
+                            n_frames=n_frames, seed=seed, num_shards=num_shards)
+    config_path = paths[-1]
+    cfg = load_config(config_path, [f"backend.name={backend}"])
+    store = RunStore.create(folder / "run", force=True)
+    echo(f"Simulated laminar-flow XPCS data into {paths[0].parent} (as `shardmc simulate "
+         f"--physics laminar_flow --angles {DEMO_ANGLES} --frames {n_frames} --shards "
+         f"{num_shards}`); fitting it as `shardmc run {config_path} --out {store.path}`.")
+    summary = execute(cfg, store, resume=False, progress=progress, echo=echo)
+    rows = summary["parameters"]
     echo("\nRecovered parameters (CMC posterior) beside the truth:\n" + format_table(rows)
          + "\nz = (mean - truth) / sd; a calibrated posterior misses about one 90 % interval "
          "in ten.")
-    for w in post.warnings():
+    for w in summary["warnings"]:
         echo(f"warning: {w}")
-    post.save(run_dir / "posterior.nc")
-    fitted = xpcs.fitted_c2(model, _median_values(post.samples), data)
-    plots = plot_c2_fit(data, fitted, run_dir)
-    plots.append(plot_corner(post.samples, names, run_dir / "corner.png", truth))
     elapsed = time.perf_counter() - t0
-    summary = {"points": n, "num_shards": num_shards, "seconds": round(elapsed, 1),
-               "combination": "consensus in the sampled rate coordinates (docs/xpcs.md)",
-               "parameters": rows, "warnings": post.warnings(),
-               "combine_mc_error_max_sd": round(float(mc_error), 4)}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    echo(f"\nDone in {elapsed:.0f} s. Outputs in {run_dir.resolve()}:\n  posterior.nc "
-         "(ArviZ InferenceData), summary.json, " + ", ".join(p.name for p in plots))
-    return summary
+    echo(f"\nDone in {elapsed:.0f} s. Outputs in {store.path.resolve()}: posterior.nc "
+         "(ArviZ InferenceData), summary.json, fit.npz, plots/, report.html")
+    return {**summary, "seconds": round(elapsed, 1)}
