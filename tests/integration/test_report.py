@@ -13,7 +13,7 @@ import pytest
 import shardmc
 from shardmc import xpcs
 from shardmc.runreport import make_plots, shard_constrained_moments, write_report
-from shardmc.xpcs.plots import plot_c2_fit, plot_divergences, plot_shard_forest
+from shardmc.xpcs.plots import plot_c2_fit, plot_corner, plot_divergences, plot_shard_forest
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PLOTS = ("c2_angle_0.png", "c2_angle_1.png", "corner.png", "shard_forest.png",
@@ -98,6 +98,13 @@ def test_plot_c2_fit_keeps_its_xpcs_data_signature(tmp_path):
     paths = plot_c2_fit(data, data.c2, tmp_path)  # a perfect fit: zero residual
     assert [p.name for p in paths] == ["c2_angle_0.png", "c2_angle_1.png"]
     assert all(p.read_bytes()[:8] == PNG_SIGNATURE for p in paths)
+
+
+def test_corner_plot_of_draws_pinned_at_a_bound(tmp_path):
+    rng = np.random.default_rng(0)  # alpha sat at its bound 2.0 in a resumed tiny run
+    samples = {"alpha": 2.0 - 1e-15 * rng.random(300), "D0": rng.normal(1e4, 50, 300)}
+    path = plot_corner(samples, ["D0", "alpha"], tmp_path / "corner.png", {"alpha": 2.0})
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
 
 
 def test_forest_and_divergence_plots_scale_to_many_shards(tmp_path):

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
 
 #: Resolution of saved figures (dots per inch).
 FIGURE_DPI = 110
+#: Histogram bins of the corner plot's marginals, and the floating-point steps each bin
+#: must span at least (else one bin: draws pinned at a bound hardly vary).
+CORNER_BINS, MIN_STEPS_PER_BIN = 40, 4
 #: Central interval of the combined posterior drawn as a band in the forest plot.
 FOREST_INTERVAL = 0.9
 #: Forest plot panels per row, and shard labels shown on its y axis at most.
@@ -72,6 +75,15 @@ def plot_c2_fit(data: XPCSData, fitted: np.ndarray, out_dir: str | Path) -> list
     return plot_c2_arrays(data.c2, fitted, data.t, data.phi, out_dir)
 
 
+def histogram_bins(x: np.ndarray) -> int:
+    """CORNER_BINS, or 1 where the draws span too few floating-point steps for that many
+    bins (draws pinned at a bound: matplotlib refuses "too many bins for data range")."""
+    x = np.asarray(x, dtype=np.float64)
+    span = float(np.ptp(x)) if x.size else 0.0
+    step = float(np.spacing(np.max(np.abs(x)))) if x.size else 0.0
+    return CORNER_BINS if span > CORNER_BINS * MIN_STEPS_PER_BIN * step else 1
+
+
 def plot_corner(samples: Mapping[str, np.ndarray], names: Sequence[str], path: str | Path,
                 truth: Mapping[str, float] | None = None) -> Path:
     """Pairwise scatter + marginal histograms of scalar ``names``; truth lines if given."""
@@ -86,7 +98,8 @@ def plot_corner(samples: Mapping[str, np.ndarray], names: Sequence[str], path: s
                 ax.axis("off")
                 continue
             if i == j:
-                ax.hist(samples[xj], bins=40, color="C0", histtype="stepfilled", alpha=0.7)
+                ax.hist(samples[xj], bins=histogram_bins(samples[xj]), color="C0",
+                        histtype="stepfilled", alpha=0.7)
                 if truth and xj in truth:
                     ax.axvline(truth[xj], color="C3")
             else:
