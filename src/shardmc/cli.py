@@ -104,8 +104,9 @@ def _interrupted(exc: KeyboardInterrupt, signum: int | None) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from shardmc.xpcs.demo import run_demo
 
-    run_demo(args.out, num_shards=args.shards, seed=args.seed, backend=args.backend,
-             progress=not args.no_progress)
+    shards = {} if args.shards is None else {"num_shards": args.shards}
+    run_demo(args.out, seed=args.seed, backend=args.backend, progress=not args.no_progress,
+             **shards)
     return EXIT_OK
 
 
@@ -195,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="simulate a laminar-flow XPCS dataset and fit it by CMC")
     demo.add_argument("--out", default=None,
                       help="run folder (default: shardmc-runs/demo-<timestamp>)")
-    demo.add_argument("--shards", type=int, default=8, help="number of shards K (default 8)")
+    demo.add_argument("--shards", type=int, default=None,
+                      help="number of shards K (default 4, DEMO_SHARDS)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--backend", default="auto", help="backend (default auto: picked from "
                       "the machine and the run)")

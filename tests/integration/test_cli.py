@@ -16,6 +16,9 @@ def test_entry_point_help_runs():
     out = subprocess.run([sys.executable, "-m", "shardmc.cli", "demo", "--help"],
                          capture_output=True, text=True, check=True)
     assert "laminar-flow" in out.stdout or "--shards" in out.stdout
+    from shardmc.xpcs.demo import DEMO_SHARDS
+
+    assert f"default {DEMO_SHARDS}," in " ".join(out.stdout.split())  # help names the default
 
 
 def test_config_template_is_written_and_loads_once_pointed_at_data(tmp_path, capsys):

@@ -20,7 +20,7 @@ from shardmc.errors import ShardMCInputError
 #: Demo dataset: 3 angles x 190 frames gives 53 865 pooled points (one triangle).
 DEMO_ANGLES = 3
 DEMO_FRAMES = 190
-DEMO_SHARDS = 8
+DEMO_SHARDS = 4
 #: Central interval reported beside the truth.
 INTERVAL = 0.9
 

@@ -18,8 +18,12 @@ CONFIG_FILE = "config.yaml"
 #: t0), as a detector's first exposure ends: no frame lies below the dt/2 rate floor, so no
 #: fit of it depends on that floor (docs/xpcs.md, "Time origin").
 SIMULATED_T0_FRAMES = 1
-#: Sampler settings of the generated config: small enough for a laptop-sized dataset.
-SIMULATED_SAMPLING = {"num_chains": 2, "num_warmup": 200, "num_samples": 300}
+#: Sampler settings of the generated config (and the demo): four chains so that R-hat can
+#: see a chain that wandered into a shard's heavy D0 tail, and warmup enough to adapt to
+#: it. On the demo data (K = 4) 2 chains x 200 + 300 gave R-hat up to 1.015 on 3 of 4
+#: shards; 4 x 250 + 500 left one at 1.013; 4 x 400 + 500 none (max 1.007, min bulk ESS
+#: 620; docs/xpcs.md, "Demo, then and now").
+SIMULATED_SAMPLING = {"num_chains": 4, "num_warmup": 400, "num_samples": 500}
 
 
 def simulated_config(physics: str, data_file: str, q: float, dt: float, gap: float,
