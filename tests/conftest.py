@@ -20,13 +20,26 @@ import pytest
 
 jax.config.update("jax_enable_x64", True)
 
+#: Set by the first process of a session (the xdist controller) for its workers.
+SESSION_CACHE_ENV = "SHARDMC_SESSION_CACHE"
+
 
 def pytest_configure(config):
     """One cache folder per test session (``SHARDMC_TEST_CACHE`` keeps one across runs);
-    child processes (``shardmc`` subprocesses) share it through the environment."""
-    folder = os.environ.get("SHARDMC_TEST_CACHE") or tempfile.mkdtemp(prefix="shardmc-xla-")
+    xdist workers and ``shardmc`` subprocesses share it through the environment."""
+    folder = (os.environ.get("SHARDMC_TEST_CACHE") or os.environ.get(SESSION_CACHE_ENV)
+              or tempfile.mkdtemp(prefix="shardmc-xla-"))
+    os.environ[SESSION_CACHE_ENV] = folder
     os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
     jax.config.update("jax_compilation_cache_dir", folder)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files holding ``slow`` tests run first, the rest in their usual order: the test
+    command hands whole files to two xdist workers (``--dist loadfile``), and starting
+    the longest first keeps one long file from running alone at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
 
 
 @pytest.fixture(autouse=True, scope="module")
