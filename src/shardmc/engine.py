@@ -12,7 +12,14 @@ from typing import Any
 import numpy as np
 
 from shardmc import params as P
-from shardmc.backends import BACKENDS, Workload, backend_choice, preflight, select_backend
+from shardmc.backends import (
+    BACKENDS,
+    BackendChoice,
+    Workload,
+    backend_choice,
+    preflight,
+    select_backend,
+)
 from shardmc.combine import check_options, combine, option_names
 from shardmc.combine.mc_error import combined_mean_error
 from shardmc.diagnostics import result_diagnostics, stack_diagnostics
@@ -210,7 +217,7 @@ def _diagnosed(result: ShardResult, parts: dict[int, tuple[ShardResult, dict]],
 
 
 def _announce_backend(backend: Any, workload: Workload, model: Callable,
-                      progress: bool) -> dict[str, str] | None:
+                      progress: bool) -> BackendChoice | None:
     """For ``backend="auto"``: the choice and its reason, logged (and printed to stderr
     with ``progress``) before any sampling; None for a named backend or an instance."""
     if not (isinstance(backend, str) and backend == "auto"):
@@ -220,7 +227,7 @@ def _announce_backend(backend: Any, workload: Workload, model: Callable,
     log.info(text)
     if progress:
         print(text, file=sys.stderr, flush=True)
-    return {"requested": "auto", "name": choice.name, "reason": choice.reason}
+    return choice
 
 
 def _raise_failures(results: list[ShardResult]) -> None:
@@ -398,7 +405,8 @@ def fit(
                         sum(int(a[:1].nbytes) for a in data.values()),
                         shard_observations=int(observations.max()))
     choice = _announce_backend(backend, workload, model, progress)
-    runner = select_backend(backend, workload=workload, model=model, **(backend_options or {}))
+    runner = select_backend(backend, workload=workload, model=model, choice=choice,
+                            **(backend_options or {}))
     diag_parts: dict[int, tuple[ShardResult, dict[str, np.ndarray]]] = {}
 
     def done(result: ShardResult) -> None:  # persist first, then diagnose while shards run
@@ -438,7 +446,8 @@ def fit(
         "method": method if isinstance(method, str) else getattr(method, "__name__", "custom"),
         "combine_info": info, "sampler": dataclasses.asdict(config),
         "plan": dataclasses.asdict(plan), "backend": runner.capabilities.name,
-        "backend_choice": choice,
+        "backend_choice": None if choice is None else {
+            "requested": "auto", "name": choice.name, "reason": choice.reason},
         "shard_stats": [r.stats.to_dict() for r in results],
         "latent_sites": list(probe.layout.names),
         "deterministic_skipped": list(probe.deterministic_skipped),

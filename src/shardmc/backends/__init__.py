@@ -101,15 +101,17 @@ def _accepted(factory: Any, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def select_backend(name: str | Backend = "auto", *, workload: Workload | None = None,
-                   model: Any = None, **options: Any) -> Backend:
+                   model: Any = None, choice: BackendChoice | None = None,
+                   **options: Any) -> Backend:
     """A backend instance by name; an object that already has ``map`` is returned as is
-    (duck-typed extension point). ``auto`` uses ``workload`` and ``model`` (see
-    :func:`backend_choice`) and drops options the chosen backend does not take."""
+    (duck-typed extension point). ``auto`` uses ``choice`` where the caller made it, else
+    :func:`backend_choice` of ``workload`` and ``model``, and drops options the chosen
+    backend does not take."""
     if hasattr(name, "map"):
         return name  # type: ignore[return-value]
     auto = name == "auto"
     if auto:
-        name = backend_choice(workload, model).name
+        name = (choice or backend_choice(workload, model)).name
     if name not in BACKENDS:
         raise ShardMCInputError(
             f"backend: expected one of {['auto', *sorted(BACKENDS)]}, found {name!r}"
