@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import platform
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -33,7 +34,7 @@ from shardmc.exclusion import (
 )
 from shardmc.heterogeneity import constrained_shard_means
 from shardmc.posterior import SHARD_STAT_NAMES, Posterior
-from shardmc.progress import ShardProgress
+from shardmc.progress import PhaseClock, ShardProgress
 from shardmc.runtime import enable_x64
 from shardmc.sampling import (
     SamplerConfig,
@@ -376,6 +377,7 @@ def fit(
     run again (see :mod:`shardmc.store`). Raises ShardMCInputError
     for bad input before any sampling.
     """
+    started, clock = time.perf_counter(), PhaseClock()
     enable_x64()
     data, n = validate_data(data)
     num_shards = validate_num_shards(num_shards, n)
@@ -418,26 +420,33 @@ def fit(
     try:
         preflight(runner, model, workload)
         specs = _specs(model, data, layout, model_kwargs, config, plan, probe, seed, init_values)
+        clock.seconds["setup"] = round(time.perf_counter() - started, 3)
         abort = EarlyAbort(num_shards) if early_abort and on_shard_failure == "fail" else None
-        results = _collect(runner, specs, num_shards, progress, done, lookup, abort)
-        results, excluded = apply_failure_policy(results, on_shard_failure, lambda idx, scale: (
-            _collect(runner, _specs(model, data, layout, model_kwargs, config, plan, probe,
-                                    seed, init_values, idx, scale),
-                     len(idx), progress, done, lookup)))
+        with clock.phase("shards"):
+            results = _collect(runner, specs, num_shards, progress, done, lookup, abort)
+            results, excluded = apply_failure_policy(results, on_shard_failure, lambda idx, scale: (
+                _collect(runner, _specs(model, data, layout, model_kwargs, config, plan, probe,
+                                        seed, init_values, idx, scale),
+                         len(idx), progress, done, lookup)))
     finally:
         if runner is not backend:  # made here from a name: stop its workers
             runner.close()
     _raise_failures(results)
     draws, laplace = np.stack([r.draws for r in results]), stacked_laplace(results)
-    named, unconstrained, info = combine_results(
-        draws, probe.layout, method, space, seed, dict(combine_options or {}), laplace)
-    derived, shard_moments = deterministics_with_shard_moments(model, probe, named, draws)
+    with clock.phase("combine"):
+        named, unconstrained, info = combine_results(
+            draws, probe.layout, method, space, seed, dict(combine_options or {}), laplace)
+    with clock.phase("deterministics"):
+        derived, shard_moments = deterministics_with_shard_moments(model, probe, named, draws)
     named.update(derived)
-    mean_error = _mean_error(draws, laplace, unconstrained, method, space, seed, info,
-                             combine_options, probe.layout.coordinate_names())
-    stats = {s: np.stack([r.sample_stats[s] for r in results]) for s in SHARD_STAT_NAMES}
-    diag = stack_diagnostics([_diagnosed(r, diag_parts, config.max_tree_depth)
-                              for r in results])
+    with clock.phase("mc_error"):
+        mean_error = _mean_error(draws, laplace, unconstrained, method, space, seed, info,
+                                 combine_options, probe.layout.coordinate_names())
+    with clock.phase("diagnostics"):
+        stats = {s: np.stack([r.sample_stats[s] for r in results]) for s in SHARD_STAT_NAMES}
+        diag = stack_diagnostics([_diagnosed(r, diag_parts, config.max_tree_depth)
+                                  for r in results])
+    log.info("fit phases (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in clock.seconds.items()))
     provenance = {
         "seed": seed, "num_shards": num_shards, "num_points": int(observations.sum()),
         "num_rows": n, "sharding": sharding,
@@ -456,6 +465,7 @@ def fit(
         "shards_used": [r.index for r in results], "prior_scale": 1.0 / len(results),
         "shard_constrained": constrained_shard_means(probe.layout, draws),
         "shard_deterministic": shard_moments, "combine_mc_error": mean_error,
+        "phase_seconds": clock.seconds,
     }
     return Posterior(samples=named, unconstrained=unconstrained,
                      coords=probe.layout.coordinate_names(), shard_draws=draws,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,3 +88,20 @@ class ShardProgress:
         self._refresh()
         if self._bar is not None:
             self._bar.update(1)
+
+
+class PhaseClock:
+    """Wall seconds (s) of the named phases of a fit or a run, in the order first seen;
+    a phase entered twice adds up. ``with clock.phase("combine"): ...``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + elapsed, 3)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from shardmc.errors import ShardMCInputError
+from shardmc.progress import PhaseClock
 from shardmc.store import (
     CONFIG_FILE,
     FIT_FILE,
@@ -203,15 +204,20 @@ def _check_unchanged(store: RunStore, hashes: dict[str, str]) -> None:
 
 def execute(cfg: Any, store: RunStore, *, resume: bool, progress: bool | None = None,
             echo: Callable[[str], None] = print, report: bool = True,
-            inputs: Any = None) -> dict[str, Any]:
+            inputs: Any = None, clock: PhaseClock | None = None) -> dict[str, Any]:
     """Fit ``cfg`` into ``store`` (a new run, or a resumed one); returns the summary.
-    inputs: ``config.build_run(cfg)`` when the caller already has it. Ctrl-C or SIGTERM
-    (a KeyboardInterrupt) marks the manifest "interrupted" and raises RunInterrupted."""
+    inputs: ``config.build_run(cfg)`` when the caller already has it (``clock``: where its
+    "load" phase was timed). The summary's ``phase_seconds`` times each phase (s): load,
+    warm_start, fit (``fit.<phase>`` inside it, see ``shardmc.fit``), importance,
+    outputs. Ctrl-C or SIGTERM (a KeyboardInterrupt) marks the manifest "interrupted" and
+    raises RunInterrupted."""
     import shardmc
     from shardmc import config as C
 
-    t0 = time.perf_counter()
-    inputs = C.build_run(cfg) if inputs is None else inputs
+    t0, clock = time.perf_counter(), clock or PhaseClock()
+    if inputs is None:
+        with clock.phase("load"):
+            inputs = C.build_run(cfg)
     data_file = Path(cfg.data.file)
     hashes = {"config_hash": C.config_hash(cfg), "data_hash": C.data_hash(data_file)}
     if resume:
@@ -228,28 +234,53 @@ def execute(cfg: Any, store: RunStore, *, resume: bool, progress: bool | None = 
         n = inputs.data.num_points
         echo(f"{inputs.model.physics}: {inputs.data.n_phi} angle(s) x {inputs.data.n_t} "
              f"frames = {n} points; {fit_kwargs.get('num_shards')} shards.")
-        init = _warm_start_values(store, inputs, inputs.seed, inputs.warm_start, echo)
+        with clock.phase("warm_start"):
+            init = _warm_start_values(store, inputs, inputs.seed, inputs.warm_start, echo)
         if init:
             fit_kwargs.setdefault("init_strategy", "value")
             fit_kwargs["init_values"] = init
         try:
-            post = shardmc.fit(inputs.model, inputs.points, model_kwargs=inputs.model_kwargs,
-                               on_shard_done=store.write_shard, lookup=store.lookup,
-                               **fit_kwargs)
+            with clock.phase("fit"):
+                post = shardmc.fit(inputs.model, inputs.points,
+                                   model_kwargs=inputs.model_kwargs,
+                                   on_shard_done=store.write_shard, lookup=store.lookup,
+                                   **fit_kwargs)
+            clock.seconds.update({f"fit.{k}": v for k, v in
+                                  post.provenance.get("phase_seconds", {}).items()})
             if cfg.combine.importance_refine:
-                post = _refined(post, inputs, n, echo)
+                with clock.phase("importance"):
+                    post = _refined(post, inputs, n, echo)
         except Exception:
             store.update_manifest(state="failed")
             raise
-        summary = write_results(store, inputs, data_file, post, time.perf_counter() - t0)
+        with clock.phase("outputs"):
+            summary = write_results(store, inputs, data_file, post, time.perf_counter() - t0)
+        _report_warnings(summary, echo)
         store.update_manifest(state="finished",
                               finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                               seconds=summary["seconds"])
         if report:
             from shardmc.runreport import write_report
 
-            write_report(store.path)
+            with clock.phase("report"):
+                write_report(store.path)
+        summary["phase_seconds"] = dict(clock.seconds)
+        write_json(store.path / SUMMARY_FILE, summary)
+        log.info("run phases (s): %s", ", ".join(f"{k} {v:.2f}"
+                                                 for k, v in clock.seconds.items()))
     return summary
+
+
+def _report_warnings(summary: dict[str, Any], echo: Callable[[str], None]) -> None:
+    """The run's diagnostic warnings (R-hat, ESS, divergences of its shards): one line each
+    on the console and in run.log, with where the full diagnosis is."""
+    lines = summary["warnings"]
+    for line in lines:
+        echo(f"warning: {line}")
+        log.info("warning: %s", line)
+    if lines:
+        echo(f"{len(lines)} warning(s); the diagnosis with remedies is in summary.json "
+             "(\"diagnosis\") and report.html.")
 
 
 def _refined(post: Any, inputs: Any, n: int, echo: Callable[[str], None]) -> Any:
@@ -280,9 +311,12 @@ def run_config(config_path: str | Path, out: str | Path | None = None, *,
     cfg = C.load_config(config_path, overrides)
     if out is None:
         out = Path("runs") / f"{Path(config_path).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    inputs = C.build_run(cfg)  # every data check before the run directory is touched
+    clock = PhaseClock()
+    with clock.phase("load"):
+        inputs = C.build_run(cfg)  # every data check before the run directory is touched
     store = RunStore.create(out, force=force)
-    summary = execute(cfg, store, resume=False, progress=progress, echo=echo, inputs=inputs)
+    summary = execute(cfg, store, resume=False, progress=progress, echo=echo, inputs=inputs,
+                      clock=clock)
     return store.path, summary
 
 

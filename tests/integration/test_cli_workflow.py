@@ -73,6 +73,12 @@ def test_run_writes_every_output_and_each_loads(finished_run):
     assert {r["parameter"] for r in summary["parameters"]} >= {"D0", "alpha", "D_offset"}
     assert all(r["truth"] is not None for r in summary["parameters"]
                if r["parameter"] in ("D0", "alpha", "D_offset"))
+    phases = summary["phase_seconds"]  # wall seconds of each phase of the run
+    assert {"load", "warm_start", "fit", "fit.setup", "fit.shards", "fit.combine",
+            "fit.deterministics", "importance", "outputs", "report"} <= set(phases)
+    assert 0 < phases["fit.shards"] <= phases["fit"] <= summary["seconds"]
+    assert {f"fit.{k}" for k in post.provenance["phase_seconds"]} <= set(phases)
+    assert "run phases (s): load" in (out / "run.log").read_text()
     with np.load(out / "fit.npz", allow_pickle=False) as fit:
         assert fit["c2"].shape == fit["fitted"].shape == fit["residual"].shape
         assert fit["c2"].shape[0] == 2

@@ -94,8 +94,6 @@ def run_demo(out: str | Path | None = None, *, num_shards: int = DEMO_SHARDS,
     echo("\nRecovered parameters (CMC posterior) beside the truth:\n" + format_table(rows)
          + "\nz = (mean - truth) / sd; a calibrated posterior misses about one 90 % interval "
          "in ten.")
-    for w in summary["warnings"]:
-        echo(f"warning: {w}")
     elapsed = time.perf_counter() - t0
     echo(f"\nDone in {elapsed:.0f} s. Outputs in {store.path.resolve()}: posterior.nc "
          "(ArviZ InferenceData), summary.json, fit.npz, plots/, report.html")
