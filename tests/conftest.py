@@ -32,6 +32,9 @@ def pytest_configure(config):
     os.environ[SESSION_CACHE_ENV] = folder
     os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
     jax.config.update("jax_compilation_cache_dir", folder)
+    # every program, as the shardmc command caches them (not only those taking >= 1 s)
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -40,7 +40,8 @@ PSIS_K_MAX = 0.7
 #: Array entries per chunk (points, or row entries for row data such as XPCS frame rows)
 #: when the full-data log density is evaluated (one compile per shape).
 CHUNK_POINTS = 100_000
-#: Draws evaluated together (vmap width); the last batch is padded.
+#: Draws per compiled call (evaluated one after another, see nuts.potential_batch); the
+#: last batch is padded.
 DRAW_BATCH = 256
 
 
