@@ -167,7 +167,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         from shardmc.xpcs.simulate_files import SIMULATED_SHARD_POINTS
 
         shards = yaml.safe_load(paths[-1].read_text())["sharding"]["num_shards"]
-        print(f"num_shards {shards}: one shard per {SIMULATED_SHARD_POINTS} points, 1 to "
+        print(f"num_shards {shards}: shards of at least {SIMULATED_SHARD_POINTS} points, 1 to "
               f"{MOST} (smaller static shards mix badly; --shards sets it)")
     print(f"Next: shardmc run {paths[-1]} --out <run dir>")
     return EXIT_OK
@@ -249,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--noise", type=float, default=None, help="noise sd of c2 (default: "
                      "the simulator's)")
     sim.add_argument("--shards", type=int, default=None,
-                     help="num_shards in the config (default: one per 5 000 points, 1 to 4)")
+                     help="num_shards in the config (default: shards of at least 5 000 "
+                     "points, 1 to 4)")
     sim.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sim.add_argument("--t0", type=float, default=None, help="time (s) of the first frame, "
                      "written to the config as data.t0 (default: one frame time, 0.1)")

@@ -35,4 +35,4 @@ def test_written_config_takes_the_rule_unless_shards_are_given(tmp_path):
 def test_simulate_command_says_how_it_chose(tmp_path, capsys):
     assert main(["simulate", "--out", str(tmp_path), "--angles", "1", "--frames", "8"]) == 0
     out = capsys.readouterr().out
-    assert "num_shards 1: one shard per 5000 points" in out and "Next: shardmc run" in out
+    assert "num_shards 1: shards of at least 5000 points" in out and "Next: shardmc run" in out
