@@ -232,8 +232,9 @@ def execute(cfg: Any, store: RunStore, *, resume: bool, progress: bool | None = 
         fit_kwargs["progress"] = progress
     with run_log(store.path / LOG_FILE), _marks_interrupt(store):
         n = inputs.data.num_points
+        k = fit_kwargs.get("num_shards")
         echo(f"{inputs.model.physics}: {inputs.data.n_phi} angle(s) x {inputs.data.n_t} "
-             f"frames = {n} points; {fit_kwargs.get('num_shards')} shards.")
+             f"frames = {n} points; {k} shard{'' if k == 1 else 's'}.")
         with clock.phase("warm_start"):
             init = _warm_start_values(store, inputs, inputs.seed, inputs.warm_start, echo)
         if init:
