@@ -209,7 +209,7 @@ def execute(cfg: Any, store: RunStore, *, resume: bool, progress: bool | None = 
     inputs: ``config.build_run(cfg)`` when the caller already has it (``clock``: where its
     "load" phase was timed). The summary's ``phase_seconds`` times each phase (s): load,
     warm_start, fit (``fit.<phase>`` inside it, see ``shardmc.fit``), importance,
-    outputs. Ctrl-C or SIGTERM (a KeyboardInterrupt) marks the manifest "interrupted" and
+    outputs, report. Ctrl-C or SIGTERM (a KeyboardInterrupt) marks the manifest "interrupted" and
     raises RunInterrupted."""
     import shardmc
     from shardmc import config as C
@@ -246,7 +246,7 @@ def execute(cfg: Any, store: RunStore, *, resume: bool, progress: bool | None = 
                                    model_kwargs=inputs.model_kwargs,
                                    on_shard_done=store.write_shard, lookup=store.lookup,
                                    **fit_kwargs)
-            clock.seconds.update({f"fit.{k}": v for k, v in
+            clock.seconds.update({f"fit.{name}": v for name, v in
                                   post.provenance.get("phase_seconds", {}).items()})
             if cfg.combine.importance_refine:
                 with clock.phase("importance"):
