@@ -52,8 +52,7 @@ SHARD_LINE = re.compile(r"shard (\d+): ok, sampling ([\d.]+) s \(warmup ([\d.]+)
 
 def shardmc_command() -> list[str]:
     """The ``shardmc`` entry point of this interpreter's environment."""
-    return [sys.executable, "-c", "import sys; from shardmc.cli import main; "
-            "sys.exit(main(sys.argv[1:]))"]
+    return [sys.executable, "-m", "shardmc.cli"]
 
 
 class PeakRSS(threading.Thread):

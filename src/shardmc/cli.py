@@ -163,12 +163,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if args.shards is None:
         import yaml
 
-        from shardmc.xpcs.simulate_files import DEFAULT_SIMULATED_SHARDS as MOST
-        from shardmc.xpcs.simulate_files import SIMULATED_SHARD_POINTS
+        from shardmc.xpcs import simulate_files as S
 
         shards = yaml.safe_load(paths[-1].read_text())["sharding"]["num_shards"]
-        print(f"num_shards {shards}: shards of at least {SIMULATED_SHARD_POINTS} points, 1 to "
-              f"{MOST} (smaller static shards mix badly; --shards sets it)")
+        print(f"num_shards {shards}: shards of at least {S.SIMULATED_SHARD_POINTS} points, "
+              f"1 to {S.DEFAULT_SIMULATED_SHARDS} (smaller static shards mix badly; "
+              "--shards sets it)")
     print(f"Next: shardmc run {paths[-1]} --out <run dir>")
     return EXIT_OK
 
