@@ -131,6 +131,20 @@ def test_heterodyne_reduces_to_homodyne(fraction):
                                P.correlation_term("static", static, geo, idx), rtol=1e-13)
 
 
+@pytest.mark.parametrize("shift", [-50.0, -10.0, 10.0])
+def test_fraction_sees_f0_and_f2_only_through_their_product(shift):
+    """f_s depends on (f0, f2) only through f0·exp(−f1 f2): c2 is unchanged along the
+    ridge (f0, f2) → (f0·e^{f1 s}, f2 + s), an exact flat direction of the likelihood
+    (docs/xpcs.md, "two_component: why its shards fail")."""
+    geo = geometry()
+    idx = all_pairs(len(PHI), 40)
+    truth = DEFAULT_TRUTH["two_component"]
+    moved = {**truth, "f0": truth["f0"] * np.exp(truth["f1"] * shift), "f2": truth["f2"] + shift}
+    np.testing.assert_allclose(P.correlation_term("two_component", moved, geo, idx),
+                               P.correlation_term("two_component", truth, geo, idx),
+                               rtol=1e-12, atol=1e-15)
+
+
 def test_sinc_values_and_gradient_near_zero():
     x = jnp.array([0.0, 1e-9, -1e-5, 1e-4, 0.3, -2.0, 40.0])
     np.testing.assert_allclose(P.sinc(x), np.sinc(np.asarray(x) / np.pi), rtol=1e-14)
