@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 EVENT_TOPIC = "shardmc-shard"
 #: Worker resource that admits one shard at a time (PBS/SLURM workers with > 1 thread).
 SLOT_RESOURCE = "shardmc_slot"
+#: Seconds a worker waits for the scheduler to acknowledge a shard's start report.
+REPORT_TIMEOUT = 10.0
 
 _BOOT: dict[str, Any] = {}  # this process's bootstrap facts, filled once
 
@@ -79,14 +81,24 @@ def bootstrap(setup: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _report_start(index: int, key: str) -> None:
+    """Tell the driver this shard started, and wait (at most REPORT_TIMEOUT s) until the
+    scheduler has the message: a worker killed right after starting must not take the
+    report with it, or the driver would not count the rerun as a retry."""
     try:
         from distributed import get_worker
 
         worker = get_worker()
     except (ImportError, ValueError):
         return
-    worker.log_event(EVENT_TOPIC, {"index": index, "key": key, "worker": worker.address,
-                                   "pid": os.getpid()})
+    msg = {"index": index, "key": key, "worker": worker.address, "pid": os.getpid()}
+    try:
+        from distributed.utils import sync
+
+        sync(worker.loop, worker.scheduler.log_event, topic=EVENT_TOPIC, msg=msg,
+             callback_timeout=REPORT_TIMEOUT)
+    except Exception as exc:  # an old scheduler, a slow link: the batched stream
+        log.debug("synchronous start report failed (%s); sending it batched", exc)
+        worker.log_event(EVENT_TOPIC, msg)
 
 
 def _failed(index: int, num_points: int, error: str) -> Any:
