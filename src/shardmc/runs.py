@@ -118,10 +118,14 @@ def _warm_start_values(store: RunStore, inputs: Any, seed: int, enabled: bool,
 
     t0 = time.perf_counter()
     start = warm_start(inputs.model, inputs.data, seed=seed, laplace=False)  # init values only
-    echo(f"Least-squares warm start: {start.nfev} evaluations, cost {start.cost:.4g} "
+    starts = (f", best of {len(start.start_costs)} starts (costs "
+              + ", ".join(f"{c:.5g}" for c in start.start_costs) + ")"
+              if len(start.start_costs) > 1 else "")
+    echo(f"Least-squares warm start: {start.nfev} evaluations, cost {start.cost:.4g}{starts} "
          f"({time.perf_counter() - t0:.1f} s).")
     values = {k: np.asarray(v, dtype=np.float64) for k, v in start.init_values.items()}
-    write_json(path, {"init_values": values, "cost": float(start.cost), "nfev": start.nfev})
+    write_json(path, {"init_values": values, "cost": float(start.cost), "nfev": start.nfev,
+                      "start_costs": list(start.start_costs)})
     return values
 
 

@@ -41,6 +41,10 @@ INTERIOR_MARGIN = 1e-6
 DECAY_BAND = (0.2, 0.9)
 #: Names of the diffusion amplitudes initialised from the decay-rate heuristic.
 DIFFUSION_AMPLITUDES = ("D0", "D0_ref", "D0_sample")
+#: two_component extra starts: D0_ref / D0_sample around the decay-rate guess. The table's
+#: start (equal amplitudes, v0 = 1, f0 = 0.5) sits between the two labelings of the
+#: components, and least squares can stop there (docs/xpcs.md, "two_component").
+COMPONENT_SPLITS = (4.0, 0.25)
 
 
 class _Entry(NamedTuple):
@@ -63,7 +67,8 @@ class WarmStart:
     layout of ``unconstrained_covariance``: the Laplace covariance (inverse Hessian of the
     full-data NumPyro potential at ``init_values``, unconstrained space) — a dense inverse
     mass matrix for NUTS (times K for a shard of K); None where the Hessian is not
-    positive definite.
+    positive definite. start_costs: the cost reached from every start of
+    :func:`start_points` (``cost`` is their minimum).
     """
 
     init_values: dict[str, np.ndarray]
@@ -76,6 +81,7 @@ class WarmStart:
     num_points: int
     unconstrained_sites: tuple[tuple[str, tuple[int, ...]], ...] = ()
     unconstrained_covariance: np.ndarray | None = None
+    start_costs: tuple[float, ...] = ()
 
 
 def _fit_names(model: XPCSModel) -> tuple[str, ...]:
@@ -151,6 +157,18 @@ def initial_physical(model: XPCSModel, data: XPCSData,
             for k, v in values.items()}
 
 
+def start_points(model: XPCSModel, data: XPCSData,
+                 initial: Mapping[str, Any] | None = None) -> list[dict[str, np.ndarray]]:
+    """Least-squares starts: :func:`initial_physical`, then for ``two_component`` one per
+    split D0_ref / D0_sample of :data:`COMPONENT_SPLITS` (unless ``initial`` names either)."""
+    base = initial_physical(model, data, initial)
+    if model.physics != "two_component" or {"D0_ref", "D0_sample"} & set(initial or {}):
+        return [base]
+    rate = base["D0_ref"]
+    return [base] + [{**base, "D0_ref": rate * np.sqrt(split),
+                      "D0_sample": rate / np.sqrt(split)} for split in COMPONENT_SPLITS]
+
+
 def _subset(arrays: dict[str, np.ndarray], max_points: int, seed: int) -> dict[str, np.ndarray]:
     n = arrays["c2"].shape[0]
     if n <= max_points:
@@ -166,8 +184,9 @@ def _per_angle_rms(residual: np.ndarray, phi_idx: np.ndarray, n_angles: int) -> 
 
 
 def _least_squares(model: XPCSModel, layout: tuple[_Entry, ...], arrays: dict[str, np.ndarray],
-                   kwargs: dict[str, np.ndarray], x0: np.ndarray, max_nfev: int):
-    """scipy least_squares on (c2 − mean)/scale with a jax.jacfwd Jacobian; (fit, J at x)."""
+                   kwargs: dict[str, np.ndarray], starts: list[np.ndarray], max_nfev: int):
+    """scipy least_squares on (c2 − mean)/scale with a jax.jacfwd Jacobian from every start
+    (one compile); (the lowest-cost fit, J at its x, the cost of every start)."""
 
     def residual(x, arr, kw):
         return (arr["c2"] - mean_c2(model, _unpack(layout, x), arr, kw)) / arr["scale"]
@@ -175,7 +194,7 @@ def _least_squares(model: XPCSModel, layout: tuple[_Entry, ...], arrays: dict[st
     res_fn = jax.jit(residual)
     jac_fn = jax.jit(jax.jacfwd(residual))
     lo, hi = _bounds(layout)
-    fit = least_squares(
+    fits = [least_squares(
         lambda x: np.asarray(res_fn(x, arrays, kwargs)),
         _interior(x0, lo, hi),
         jac=lambda x: np.asarray(jac_fn(x, arrays, kwargs)),
@@ -183,8 +202,9 @@ def _least_squares(model: XPCSModel, layout: tuple[_Entry, ...], arrays: dict[st
         method="trf",
         x_scale="jac",
         max_nfev=max_nfev,
-    )
-    return fit, np.asarray(jac_fn(fit.x, arrays, kwargs))
+    ) for x0 in starts]
+    best = min(fits, key=lambda f: f.cost if np.isfinite(f.cost) else np.inf)
+    return best, np.asarray(jac_fn(best.x, arrays, kwargs)), [float(f.cost) for f in fits]
 
 
 def warm_start(
@@ -199,7 +219,8 @@ def warm_start(
 ) -> WarmStart:
     """Least-squares fit of ``model`` to ``data``; its values initialise NUTS.
 
-    initial: physical starting values by name (else defaults and data heuristics).
+    initial: physical starting values by name (else defaults and data heuristics);
+    two_component fits from several starts (:func:`start_points`) and keeps the lowest cost.
     max_points: fit a seeded random subset of at most this many pooled points.
     laplace: also compute the unconstrained Laplace covariance (one Hessian compile).
     """
@@ -210,11 +231,10 @@ def warm_start(
         arrays["scale"] = arrays.pop("sigma", np.ones_like(arrays["c2"]))
         arrays = _subset(arrays, int(max_points), seed)
         kwargs = model_kwargs(model, data)
-        start = initial_physical(model, data, initial)
-        x0 = np.concatenate([
+        x0s = [np.concatenate([
             (np.log(np.maximum(start[e.name], 1e-300)) if e.log else start[e.name]).ravel()
-            for e in layout])
-        fit, jac = _least_squares(model, layout, arrays, kwargs, x0, max_nfev)
+            for e in layout]) for start in start_points(model, data, initial)]
+        fit, jac, costs = _least_squares(model, layout, arrays, kwargs, x0s, max_nfev)
         physical = {k: np.asarray(v) for k, v in _unpack(layout, jnp.asarray(fit.x)).items()}
     residual_values = np.asarray(fit.fun)
     std = _std_errors(layout, fit.x, jac, residual_values, known=model.noise == "known")
@@ -231,7 +251,7 @@ def warm_start(
         scale = data.num_points / len(arrays["c2"])
         sites, cov = laplace_covariance(model, {**kwargs, **points}, init, scale)
     return WarmStart(init, physical, std, float(fit.cost), bool(fit.success), str(fit.message),
-                     int(fit.nfev), int(arrays["c2"].shape[0]), sites, cov)
+                     int(fit.nfev), int(arrays["c2"].shape[0]), sites, cov, tuple(costs))
 
 
 def laplace_covariance(
