@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy.special import logsumexp
-from scipy.stats import multivariate_t
+from scipy.linalg import solve_triangular
+from scipy.special import gammaln, logsumexp
 
 from shardmc import nuts
 from shardmc import params as P
@@ -82,15 +82,29 @@ def full_potential(model: Callable, data: dict[str, np.ndarray], model_kwargs: d
     return total[:s]
 
 
+def t_log_density(x: np.ndarray, center: np.ndarray, chol: np.ndarray, df: float
+                  ) -> np.ndarray:
+    """Log density (S,) of the multivariate t (center, shape L Lᵀ, df) at x (S, d), from the
+    Cholesky factor L: it needs no eigendecomposition, so it has no rank cutoff."""
+    d = center.size
+    z = solve_triangular(chol, (x - center).T, lower=True)
+    maha = np.sum(z * z, axis=0)
+    return (gammaln(0.5 * (df + d)) - gammaln(0.5 * df) - 0.5 * d * np.log(df * np.pi)
+            - np.sum(np.log(np.diag(chol))) - 0.5 * (df + d) * np.log1p(maha / df))
+
+
 def _t_proposal(center: np.ndarray, cov: np.ndarray, num: int, df: float,
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``num`` draws of the multivariate t (center, cov, df) and their log densities."""
+    """``num`` draws of the multivariate t (center, cov, df) and their log densities.
+    Raises LinAlgError when ``cov`` is not positive definite."""
     # scipy's rvs goes through multivariate_normal's SVD factor, whose eigenvectors (and
-    # so the draws of one seed) differ between LAPACK kernels; the Cholesky factor does not
+    # so the draws of one seed) differ between LAPACK kernels; the Cholesky factor does not.
+    # scipy's multivariate_t also calls a covariance singular past a condition number of
+    # ~5e9, which posteriors with prior-limited ridges reach (two_component: issue 18).
+    chol = np.linalg.cholesky(cov)
     normal = rng.multivariate_normal(np.zeros(center.size), cov, size=num, method="cholesky")
     draws = center + normal / np.sqrt(rng.chisquare(df, size=num) / df)[:, None]
-    dist = multivariate_t(loc=center, shape=cov, df=df)
-    return draws, np.asarray(dist.logpdf(draws)).reshape(num)
+    return draws, t_log_density(draws, center, chol, df)
 
 
 def importance_refine(posterior: Posterior, model: Callable, data: dict[str, Any], *,
@@ -125,7 +139,8 @@ def importance_refine(posterior: Posterior, model: Callable, data: dict[str, Any
     from shardmc._arviz import az
     from shardmc.engine import observation_counts
 
-    smoothed, khat = az.psislw(log_w - log_w.max())
+    with np.errstate(over="ignore"):  # psislw's tail fit overflows at a huge k-hat
+        smoothed, khat = az.psislw(log_w - log_w.max())
     weights = np.exp(smoothed - logsumexp(smoothed))
     ess = float(1.0 / np.sum(weights**2))
     picks = _systematic_resample(weights, num, rng)

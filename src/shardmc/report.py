@@ -231,6 +231,9 @@ def _refine_issues(prov: dict) -> list[Issue]:
     info = prov.get("refine")
     if not info:
         return []
+    if "reason" in info:
+        return [Issue("warning", "refine", f"importance correction skipped ({info['reason']}):"
+                      " the CMC posterior is kept")]
     text = (f"importance correction on the full data: Pareto k-hat {info['pareto_k']:.2f}, "
             f"importance ESS {info['importance_ess']:.0f} of {info['proposal_draws']} draws")
     if info["reliable"]:

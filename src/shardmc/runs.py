@@ -252,7 +252,10 @@ def execute(cfg: Any, store: RunStore, *, resume: bool, progress: bool | None = 
                                    **fit_kwargs)
             clock.seconds.update({f"fit.{name}": v for name, v in
                                   post.provenance.get("phase_seconds", {}).items()})
-            if cfg.combine.importance_refine:
+            if cfg.combine.importance_refine and post.num_shards == 1:
+                echo("Importance correction not needed: one shard samples the full "
+                     "posterior.")
+            elif cfg.combine.importance_refine:
                 with clock.phase("importance"):
                     post = _refined(post, inputs, n, echo)
         except Exception:
@@ -293,8 +296,14 @@ def _refined(post: Any, inputs: Any, n: int, echo: Callable[[str], None]) -> Any
     k-hat says it can be trusted; else the CMC posterior, with the attempt recorded."""
     from shardmc.refine import importance_refine
 
-    refined = importance_refine(post, inputs.model, inputs.points,
-                                model_kwargs=inputs.model_kwargs, seed=inputs.seed)
+    try:
+        refined = importance_refine(post, inputs.model, inputs.points,
+                                    model_kwargs=inputs.model_kwargs, seed=inputs.seed)
+    except np.linalg.LinAlgError:
+        echo("Importance correction skipped: the combined draws' covariance is not "
+             "positive definite (a parameter without spread); the CMC posterior is kept.")
+        return dataclasses.replace(post, provenance={
+            **post.provenance, "refine": {"applied": False, "reason": "singular covariance"}})
     info = refined.provenance["refine"]
     text = (f"Importance correction on all {n} points: Pareto k-hat {info['pareto_k']:.2f}, "
             f"importance ESS {info['importance_ess']:.0f} of {info['proposal_draws']}")
