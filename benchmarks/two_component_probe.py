@@ -13,6 +13,7 @@ Run: python benchmarks/two_component_probe.py [case ...]   (cases: see CASES)
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -20,6 +21,11 @@ import numpy as np
 
 import shardmc
 from shardmc import xpcs
+
+# benchmarks/dask.py would shadow the dask package (xarray imports it lazily): keep
+# this script's folder off sys.path.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(
+    os.path.abspath(__file__))]
 
 N_ANGLES, N_FRAMES, SEED, T0 = 3, 60, 0, 0.1
 #: Probe length: warmup and draws per chain, and the tree-depth cap (the run uses 10).
