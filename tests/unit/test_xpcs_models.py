@@ -29,7 +29,7 @@ from shardmc.xpcs import (  # noqa: E402
 )
 from shardmc.xpcs.models import DATA_KEYS, GEOMETRY_KEYS  # noqa: E402
 from shardmc.xpcs.physics import PHYSICS_MODELS  # noqa: E402
-from shardmc.xpcs.row_layout import ROW_KEYS  # noqa: E402
+from shardmc.xpcs.row_layout import ROW_KEYS, padded_columns, row_mask  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -182,16 +182,39 @@ def test_rate_blocks_carry_the_same_prior_times_their_jacobian(physics, small):
 
 def test_prior_draws_follow_the_table():
     data, _ = simulate("laminar_flow", n_angles=2, n_t=6, seed=0)
-    model = XPCSModel.create("laminar_flow", 2, likelihood="points")  # rows observe only
-    points, kwargs = prepare(model, data)
-    points = {**points, "c2": None}
-    draws = Predictive(model, num_samples=4000)(jax.random.key(1), **kwargs, **points)
+    model = XPCSModel.create("laminar_flow", 2)
+    rows, kwargs = prepare(model, data)
+    rows = {**rows, "c2": None}
+    draws = Predictive(model, num_samples=4000)(jax.random.key(1), **kwargs, **rows)
     d0, g0 = np.asarray(draws["D0"]), np.asarray(draws["gamma_dot_0"])
     assert stats.kstest(np.log(d0), stats.uniform(np.log(100.0), np.log(1e3)).cdf).pvalue > 1e-3
     lo, hi = np.log(1e-6), np.log(0.5)
     assert stats.kstest(np.log(g0), stats.uniform(lo, hi - lo).cdf).pvalue > 1e-3
     assert stats.kstest(np.asarray(draws["alpha"]), stats.uniform(-2, 4).cdf).pvalue > 1e-3
-    assert draws["c2"].shape == (4000, data.num_points)
+    assert draws["c2"].shape == (4000, *np.shape(rows["c2_mean"]), padded_columns(data.n_t))
+
+
+@pytest.mark.parametrize("noise", ["sampled", "known"])
+def test_predictive_on_rows_draws_the_point_model(noise):
+    """At fixed parameters, c2 drawn on the rows has the point model's mean and sd at
+    every data entry (Monte Carlo: 4 standard errors over 2 000 draws)."""
+    data, truth = simulate("static", n_angles=2, n_t=9, seed=1, known_sigma=noise == "known")
+    model = XPCSModel.create("static", 2, noise=noise, parameterization="physical")
+    rows, kwargs = prepare(model, data)
+    sites = to_site_values(model, truth)
+    n = 2000
+    fixed = {k: np.broadcast_to(v, (n, *np.shape(v))) for k, v in sites.items()}
+    draws = Predictive(model, posterior_samples=fixed)(jax.random.key(2), **kwargs,
+                                                       **{**rows, "c2": None})["c2"]
+    mask = row_mask(rows["t1_idx"], data.n_t, draws.shape[-1])
+    r, col = np.nonzero(mask)
+    phi, t1 = rows["phi_idx"][r], rows["t1_idx"][r]
+    expected = fitted_c2(model, truth, data)[phi, t1, col]
+    sd = data.sigma[phi, t1, col] if noise == "known" else np.asarray(truth["sigma"])[phi]
+    at_data = np.asarray(draws)[:, r, col]
+    assert np.all(np.abs(at_data.mean(axis=0) - expected) < 4 * sd / np.sqrt(n))
+    ratio = at_data.std(axis=0) / sd
+    assert np.all(np.abs(ratio - 1) < 4 / np.sqrt(2 * n))
 
 
 def test_masked_points_drop_out_of_the_likelihood(small):

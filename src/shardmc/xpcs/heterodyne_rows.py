@@ -43,6 +43,7 @@ import numpy as np
 # the module, not its names: row_likelihood may import this module (its names are looked
 # up at trace time, so either import order works).
 from shardmc.xpcs import row_likelihood
+from shardmc.xpcs.batch_cond import uniform_cond
 from shardmc.xpcs.physics import (
     Geometry,
     _diffusion_rate,
@@ -157,7 +158,7 @@ def _dense(params: Mapping[str, Any], contrast: Any, offset: Any, geometry: Geom
 def _dense_dispatch(needed: Any, params: Mapping[str, Any], contrast: Any, offset: Any,
                     geometry: Geometry, rows: Mapping[str, Any]) -> Any:
     shape = jax.eval_shape(_dense, params, contrast, offset, geometry, rows)
-    return jax.lax.cond(needed, _dense, lambda *_: jnp.zeros(shape.shape, shape.dtype),
+    return uniform_cond(needed, _dense, lambda *_: jnp.zeros(shape.shape, shape.dtype),
                         params, contrast, offset, geometry, rows)
 
 
@@ -167,7 +168,8 @@ def _dense_fallback(needed: Any, params: Mapping[str, Any], contrast: Any, offse
     """The dense SS_r (R,) where ``needed``, else zeros at no cost; differentiable in params,
     contrast and offset (geometry and data fixed). A custom VJP so that reverse mode keeps
     no residuals of the dense branch when it is not taken (``lax.cond`` under ``grad``
-    otherwise materialises them, as :func:`shardmc.xpcs.row_likelihood._data_sums`)."""
+    otherwise materialises them, as :func:`shardmc.xpcs.row_likelihood._data_sums`), and
+    :func:`~shardmc.xpcs.batch_cond.uniform_cond` so that vmapped chains skip it too."""
     return _dense_dispatch(needed, params, contrast, offset, geometry, rows)
 
 
@@ -185,7 +187,7 @@ def _dense_fallback_bwd(residuals: tuple, cotangent: Any) -> tuple:
     def skip(params, contrast, offset, ct):
         return jax.tree.map(jnp.zeros_like, (params, contrast, offset))
 
-    grads = jax.lax.cond(needed, pullback, skip, params, contrast, offset, cotangent)
+    grads = uniform_cond(needed, pullback, skip, params, contrast, offset, cotangent)
     return (None, *grads, None, None)
 
 

@@ -6,7 +6,8 @@ Contract with the engine: ``model(**model_kwargs, **data)`` where ``data`` is
   its later frames (:mod:`shardmc.xpcs.row_layout`): ``phi_idx``, ``t1_idx``, ``c2``
   (R, C) centred, ``c2_mean``, ``c2_ss`` and, for ``noise="known"``, ``weight``,
   ``weight_sum``, ``log_sigma``. The observed site is a ``numpyro.factor("c2", ...)`` of
-  the rows' Gaussian log densities, shape (R,) (:mod:`shardmc.xpcs.row_likelihood`);
+  the rows' Gaussian log densities, shape (R,) (:mod:`shardmc.xpcs.row_likelihood`).
+  With ``c2=None`` (``numpyro.infer.Predictive``) ``c2`` is drawn on the rows, (R, C);
 * under ``likelihood="points"``, per point (length n): ``phi_idx``, ``t1_idx``,
   ``t2_idx`` (int), ``c2`` (float) and, for ``noise="known"``, ``sigma`` (float); the
   observed site is ``numpyro.sample("c2", Normal(mean, sigma), obs=c2)``, batch (n,);
@@ -61,6 +62,7 @@ from shardmc.xpcs.physics import (
     SHEAR_CONVENTIONS,
     Geometry,
     PointIndex,
+    RowIndex,
     c2_matrix,
     c2_mean,
     gather,
@@ -69,6 +71,7 @@ from shardmc.xpcs.reparam import BlockBox, RateBlockPrior, reference_time
 from shardmc.xpcs.row_layout import (
     KNOWN_NOISE_ROW_KEYS,
     ROW_KEYS,
+    padded_columns,
     row_arrays,
     row_observations,
 )
@@ -313,6 +316,9 @@ class XPCSModel:
 
     def _row_factor(self, physical: dict[str, Any], contrast: Any, offset: Any,
                     geometry: Geometry, rows: dict[str, Any]) -> None:
+        if rows.get("c2") is None:
+            self._row_predictive(physical, contrast, offset, geometry, rows)
+            return
         needed = ROW_KEYS + (KNOWN_NOISE_ROW_KEYS if self.noise == "known" else ())
         missing = [k for k in needed if rows.get(k) is None]
         if missing:
@@ -330,6 +336,27 @@ class XPCSModel:
         if self.noise == "sampled":
             sigma = jnp.broadcast_to(physical[NOISE_PARAM], (self.n_angles,))
         numpyro.factor("c2", row_log_likelihood(sum_squares, rows, geometry.t.shape[0], sigma))
+
+    def _row_predictive(self, physical: dict[str, Any], contrast: Any, offset: Any,
+                        geometry: Geometry, rows: dict[str, Any]) -> None:
+        """``c2`` drawn on the rows (R, C) when it is not observed (``Predictive``): the
+        model c2 plus noise, raw (not centred). Only each row's data entries t1 < t2 < n_t
+        (:func:`~shardmc.xpcs.row_layout.row_mask`) are data; the others are masked out of
+        the density and hold filler draws."""
+        phi_idx, t1_idx = rows["phi_idx"], rows["t1_idx"]
+        n_t = geometry.t.shape[0]
+        n_cols = padded_columns(n_t)
+        mean = c2_mean(self.physics, physical, contrast, offset, geometry,
+                       RowIndex(phi_idx, t1_idx, n_cols), shear_convention=self.shear_convention)
+        mask = (jnp.arange(n_cols)[None, :] > t1_idx[:, None]) & (jnp.arange(n_cols) < n_t)
+        if self.noise == "known":
+            if rows.get("weight") is None:
+                raise ShardMCInputError("data: noise='known' on rows needs the row array "
+                                        "'weight' (see xpcs.prepare)")
+            scale = 1.0 / jnp.sqrt(jnp.where(mask, rows["weight"], 1.0))
+        else:
+            scale = jnp.broadcast_to(physical[NOISE_PARAM], (self.n_angles,))[phi_idx][:, None]
+        numpyro.sample("c2", dist.Normal(mean, scale).mask(mask))
 
     def _sample(self, name: str) -> Any:
         spec = self.prior[name]

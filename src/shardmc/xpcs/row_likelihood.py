@@ -32,6 +32,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from shardmc.xpcs.batch_cond import uniform_cond
 from shardmc.xpcs.heterodyne_rows import two_component_sum_squares
 from shardmc.xpcs.laminar_rows import laminar_sum_squares
 from shardmc.xpcs.physics import (
@@ -74,7 +75,7 @@ def decayed_row_sums(values: Any, decay_integral: Any, t1_idx: Any, n_cols: int,
 
 def _data_sums_dispatch(values: Any, decay_integral: Any, t1_idx: Any) -> Any:
     single = decay_integral[-1] - decay_integral[0] <= SINGLE_REFERENCE_SPAN
-    return jax.lax.cond(single, _single_reference_sums, _blocked_sums, values, decay_integral,
+    return uniform_cond(single, _single_reference_sums, _blocked_sums, values, decay_integral,
                         t1_idx)
 
 
@@ -82,7 +83,8 @@ def _data_sums_dispatch(values: Any, decay_integral: Any, t1_idx: Any) -> Any:
 def _data_sums(values: Any, decay_integral: Any, t1_idx: Any) -> Any:
     """:func:`decayed_row_sums` with data; differentiable in ``decay_integral`` only (the
     data are fixed). A custom VJP so that reverse mode keeps no residuals of the branch not
-    taken (``lax.cond`` under ``grad`` otherwise materialises both, measured 18x slower)."""
+    taken (``lax.cond`` under ``grad`` otherwise materialises both, measured 18x slower);
+    :func:`~shardmc.xpcs.batch_cond.uniform_cond` so that vmapped chains run one branch."""
     return _data_sums_dispatch(values, decay_integral, t1_idx)
 
 
@@ -99,7 +101,7 @@ def _data_sums_bwd(residuals: tuple, cotangent: Any) -> tuple:
         return run
 
     single = decay_integral[-1] - decay_integral[0] <= SINGLE_REFERENCE_SPAN
-    grad = jax.lax.cond(single, pullback(_single_reference_sums), pullback(_blocked_sums),
+    grad = uniform_cond(single, pullback(_single_reference_sums), pullback(_blocked_sums),
                         values, decay_integral, t1_idx, cotangent)
     return None, grad, None
 
