@@ -71,10 +71,10 @@ def _inputs(physics, q):
     return rows, geometry, base
 
 
-def _sum_squares(physics, rows, geometry):
+def _sum_squares(physics):
     fn = RK.static_sum_squares if physics == "static" else HR.two_component_sum_squares
 
-    def total(p):
+    def total(p, rows, geometry):
         return jnp.sum(fn(p, jnp.array([0.3, 0.25]), jnp.array([1.0, 1.01]), geometry, rows))
 
     return total
@@ -110,28 +110,30 @@ def test_row_kernels_vmapped_equal_one_at_a_time(physics, q, amplitude, scales, 
         assert (span(p, geometry) > RK.SINGLE_REFERENCE_SPAN) == bool(which), span(p, geometry)
         members.append(p)
     stacked = jax.tree.map(lambda *v: jnp.stack(v), *members)
-    total = _sum_squares(physics, rows, geometry)
+    total = _sum_squares(physics)
     value_grad = jax.value_and_grad(total)
-    values, grads = jax.jit(jax.vmap(value_grad))(stacked)
+    # data as arguments (traced under jit, as in the sampler), parameters batched
+    values, grads = jax.jit(jax.vmap(value_grad, (0, None, None)))(stacked, rows, geometry)
     one_value_grad = jax.jit(value_grad)
     for i, p in enumerate(members):
-        v, g = one_value_grad(p)
+        v, g = one_value_grad(p, rows, geometry)
         np.testing.assert_allclose(values[i], v, rtol=BATCH_RTOL)
         want = ravel_pytree(g)[0]
-        np.testing.assert_allclose(ravel_pytree(jax.tree.map(lambda x, i=i: x[i], grads))[0], want,
-                                   rtol=BATCH_RTOL, atol=BATCH_RTOL * float(jnp.max(jnp.abs(want))))
+        got = ravel_pytree(jax.tree.map(lambda x, i=i: x[i], grads))[0]
+        np.testing.assert_allclose(got, want, rtol=BATCH_RTOL,
+                                   atol=BATCH_RTOL * float(jnp.max(jnp.abs(want))))
     if pattern == (0, 1, 0) and physics == "static":
         # the Hessian (the initial mass matrix) is forward over reverse through the branch;
         # two_component's takes the same path and ~20 s more to compile
         _, unravel = ravel_pytree(members[0])
 
-        def hessian(p):
-            return jax.hessian(lambda f: total(unravel(f)))(ravel_pytree(p)[0])
+        def hessian(p, rows, geometry):
+            return jax.hessian(lambda f: total(unravel(f), rows, geometry))(ravel_pytree(p)[0])
 
-        hessians = jax.jit(jax.vmap(hessian))(stacked)
+        hessians = jax.jit(jax.vmap(hessian, (0, None, None)))(stacked, rows, geometry)
         for i, p in enumerate(members):
-            h = jax.jit(hessian)(p)
+            h = jax.jit(hessian)(p, rows, geometry)
             np.testing.assert_allclose(hessians[i], h, rtol=1e-9,
                                        atol=1e-9 * float(jnp.max(jnp.abs(h))))
-    jaxpr = str(jax.make_jaxpr(jax.vmap(value_grad))(stacked))
+    jaxpr = str(jax.make_jaxpr(jax.vmap(value_grad, (0, None, None)))(stacked, rows, geometry))
     assert "cond[" in jaxpr  # the branch survives batching

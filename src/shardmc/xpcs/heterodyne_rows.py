@@ -180,14 +180,16 @@ def _dense_fallback_fwd(needed: Any, *args: Any) -> tuple[Any, tuple]:
 def _dense_fallback_bwd(residuals: tuple, cotangent: Any) -> tuple:
     needed, (params, contrast, offset, geometry, rows) = residuals
 
-    def pullback(params, contrast, offset, ct):
+    # geometry and rows travel as operands: a custom_vmap may not close over tracers
+    def pullback(params, contrast, offset, geometry, rows, ct):
         fn = lambda p, c, o: _dense(p, c, o, geometry, rows)  # noqa: E731
         return jax.vjp(fn, params, contrast, offset)[1](ct)
 
-    def skip(params, contrast, offset, ct):
+    def skip(params, contrast, offset, geometry, rows, ct):
         return jax.tree.map(jnp.zeros_like, (params, contrast, offset))
 
-    grads = uniform_cond(needed, pullback, skip, params, contrast, offset, cotangent)
+    grads = uniform_cond(needed, pullback, skip, params, contrast, offset, geometry, rows,
+                         cotangent)
     return (None, *grads, None, None)
 
 
