@@ -5,8 +5,9 @@ Each configuration runs one shard of the regression problem in a fresh worker pr
 (``getrusage`` ru_maxrss, i.e. what psutil reports as the process's peak). Prints one
 JSON document: per configuration the measured peak, the estimate and their ratio.
 
-Also one XPCS shard per physics on frame rows (the whole simulated data as one shard, a few
-draws), where a row is the engine's "point" and its bytes cover all frames.
+Also one XPCS shard per physics and size on frame rows (the whole simulated data as one
+shard, a few draws), where a row is the engine's "point" and its bytes cover all frames;
+the estimate uses the model's ``memory_profile`` (``shardmc.xpcs.models.ROW_MEMORY``).
 
 Usage: python benchmarks/memory.py [--quick] [--xpcs-only]
 """
@@ -73,8 +74,9 @@ def measure(points: int, features: int, chains: int, samples: int,
 
 
 #: XPCS shards on frame rows: (physics, angles, frames).
-XPCS_CONFIGS = [("static", 3, 800), ("laminar_flow", 3, 300), ("laminar_flow", 3, 800),
-                ("two_component", 3, 800)]
+XPCS_CONFIGS = [("static", 3, 300), ("static", 3, 800), ("static", 3, 1600),
+                ("laminar_flow", 3, 300), ("laminar_flow", 3, 800),
+                ("two_component", 3, 300), ("two_component", 3, 800)]
 
 
 def measure_xpcs(physics: str, n_angles: int, n_frames: int) -> dict:
@@ -100,7 +102,10 @@ def measure_xpcs(physics: str, n_angles: int, n_frames: int) -> dict:
         (worker,) = backend.last_run["workers"].values()
     point_bytes = sum(a[:1].nbytes for a in rows.values())
     dim = int(sum(np.prod(s) for s in model.site_shapes.values()))
-    estimate = estimate_memory(n_rows, dim, 1, num_samples=20, point_bytes=point_bytes)
+    profile = model.memory_profile(rows, kwargs)
+    estimate = estimate_memory(n_rows, dim, 1, num_samples=20, point_bytes=point_bytes,
+                               point_temp_bytes=profile.row_temp_bytes,
+                               program_bytes=profile.program_bytes)
     return {"physics": physics, "angles": n_angles, "frames": n_frames, "rows": n_rows,
             "points": data.num_points, "row_bytes": point_bytes,
             "data_mib": round(n_rows * point_bytes / MiB, 1),

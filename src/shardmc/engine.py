@@ -21,6 +21,7 @@ from shardmc.backends import (
     preflight,
     select_backend,
 )
+from shardmc.backends.resources import MemoryProfile
 from shardmc.combine import check_options, combine, option_names
 from shardmc.combine.mc_error import combined_mean_error
 from shardmc.diagnostics import result_diagnostics, stack_diagnostics
@@ -128,6 +129,14 @@ def shard_observations(model: Callable, data: dict[str, np.ndarray],
     ``observation_counts(data, model_kwargs)`` over each shard's real entries."""
     counts = observation_counts(model, data, model_kwargs)
     return np.where(layout.mask, counts[layout.indices], 0).sum(axis=1)
+
+
+def memory_profile(model: Callable, data: dict[str, np.ndarray],
+                   model_kwargs: dict[str, Any]) -> MemoryProfile | None:
+    """The model's ``memory_profile(data, model_kwargs)`` where it has one (wide rows whose
+    temporaries the per-point memory model does not cover), else None."""
+    profile_fn = getattr(model, "memory_profile", None)
+    return None if profile_fn is None else profile_fn(data, model_kwargs)
 
 
 def observation_counts(model: Callable, data: dict[str, np.ndarray],
@@ -402,10 +411,13 @@ def fit(
         raise ShardMCInputError("init_values: init_strategy 'value' needs init_values, found none")
     observations = shard_observations(model, data, model_kwargs, layout)
     plan = SamplingPlan.from_config(config, int(observations.max()), probe.layout.dim)
+    profile = memory_profile(model, data, model_kwargs)
     workload = Workload(num_shards, layout.shard_length, probe.layout.dim, plan.n_chains,
                         plan.n_warmup, plan.n_samples,
                         sum(int(a[:1].nbytes) for a in data.values()),
-                        shard_observations=int(observations.max()))
+                        shard_observations=int(observations.max()),
+                        row_temp_bytes=None if profile is None else profile.row_temp_bytes,
+                        program_bytes=0 if profile is None else profile.program_bytes)
     choice = _announce_backend(backend, workload, model, progress)
     runner = select_backend(backend, workload=workload, model=model, choice=choice,
                             **(backend_options or {}))

@@ -144,6 +144,30 @@ def test_memory_estimate_grows_with_the_workload():
     assert ProcessesBackend(workers=1).estimate_memory(BIG) > R.workload_memory(BIG)
 
 
+def test_wide_rows_count_the_model_memory_profile():
+    """XPCS frame rows: temporaries per row and program bytes from the model's profile
+    (ROW_MEMORY), not the per-point default; points keep the default."""
+    from shardmc import xpcs
+    from shardmc.engine import memory_profile
+    from shardmc.xpcs.models import ROW_MEMORY
+
+    data, _ = xpcs.simulate("laminar_flow", n_angles=2, n_t=100, seed=0)
+    model = xpcs.XPCSModel.create("laminar_flow", 2)
+    rows, kwargs = xpcs.prepare(model, data)
+    profile = memory_profile(model, rows, kwargs)
+    entry_bytes, program_bytes = ROW_MEMORY["laminar_flow"]
+    assert profile == R.MemoryProfile(entry_bytes * 128, program_bytes)  # 100 -> 128 columns
+    assert memory_profile(model.with_points(), *xpcs.prepare(model.with_points(), data)) is None
+    plain = Workload(num_shards=4, shard_points=50, n_params=9, num_chains=4, num_warmup=100,
+                     num_samples=100, point_bytes=int(sum(a[:1].nbytes for a in rows.values())))
+    wide = dataclasses.replace(plain, row_temp_bytes=profile.row_temp_bytes,
+                               program_bytes=profile.program_bytes)
+    extra = 50 * (profile.row_temp_bytes - R.POINT_TEMP_BYTES) + program_bytes
+    assert R.workload_memory(wide) - R.workload_memory(plain) == extra
+    assert (R.workload_memory(wide, processes=2) - R.workload_memory(plain, processes=2)
+            == 2 * extra)
+
+
 def test_memory_refusal_names_the_numbers(monkeypatch):
     with pytest.raises(ShardMCInputError, match=r"memory: .* needs about .* GiB"):
         R.check_memory(10 * R.GiB, "the run", available=R.GiB)

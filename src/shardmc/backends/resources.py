@@ -58,7 +58,9 @@ class Workload:
 
     shard_points: padded rows per shard; point_bytes: bytes of one row over all data
     arrays; counts are per chain; shard_observations: data points in the largest shard
-    where a row carries several (XPCS frame rows), None: one per row.
+    where a row carries several (XPCS frame rows), None: one per row; row_temp_bytes and
+    program_bytes: the model's :class:`MemoryProfile` where it has one (None and 0:
+    POINT_TEMP_BYTES per row and nothing beyond PROCESS_BASE_BYTES).
     """
 
     num_shards: int
@@ -69,6 +71,20 @@ class Workload:
     num_samples: int
     point_bytes: int = 8
     shard_observations: int | None = None
+    row_temp_bytes: int | None = None
+    program_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class MemoryProfile:
+    """What a model's own programs add to a process's peak memory (bytes), for models
+    whose rows are wide (XPCS frame rows): ``row_temp_bytes`` per row of a shard for the
+    likelihood's and gradient's temporaries (replacing POINT_TEMP_BYTES) and
+    ``program_bytes`` once per process (compiling and holding larger programs). A model
+    offers it as ``model.memory_profile(data, model_kwargs)``."""
+
+    row_temp_bytes: int
+    program_bytes: int = 0
 
 
 def usable_cores() -> int:
@@ -93,24 +109,30 @@ def available_memory() -> int:
 
 
 def estimate_memory(shard_points: int, n_params: int, num_chains: int, *,
-                    num_samples: int = 1000, point_bytes: int = 8) -> int:
+                    num_samples: int = 1000, point_bytes: int = 8,
+                    point_temp_bytes: int = POINT_TEMP_BYTES, program_bytes: int = 0) -> int:
     """Peak resident memory (bytes) of one process sampling one shard at a time.
 
-    base + data x DATA_BYTES_FACTOR + points x POINT_TEMP_BYTES + stored draws and
-    statistics of all chains. Measured against peak RSS by ``benchmarks/memory.py``.
+    base + program_bytes + data x DATA_BYTES_FACTOR + points x point_temp_bytes + stored
+    draws and statistics of all chains. Measured against peak RSS by
+    ``benchmarks/memory.py`` (point_temp_bytes and program_bytes of XPCS frame rows:
+    :data:`shardmc.xpcs.models.ROW_MEMORY`).
     """
-    data = shard_points * (point_bytes * DATA_BYTES_FACTOR + POINT_TEMP_BYTES)
+    data = shard_points * (point_bytes * DATA_BYTES_FACTOR + point_temp_bytes)
     draws = num_chains * num_samples * (n_params + STATS_PER_DRAW) * DRAW_BYTES
-    return int(PROCESS_BASE_BYTES + data + draws)
+    return int(PROCESS_BASE_BYTES + program_bytes + data + draws)
 
 
 def workload_memory(w: Workload, processes: int = 1, shards_at_once: int = 1) -> int:
     """Peak memory (bytes) of ``processes`` processes each holding ``shards_at_once``
     shards in flight (the jax backend holds every shard of a device at once)."""
+    temp = POINT_TEMP_BYTES if w.row_temp_bytes is None else w.row_temp_bytes
     one = estimate_memory(w.shard_points, w.n_params, w.num_chains,
-                          num_samples=w.num_samples, point_bytes=w.point_bytes)
+                          num_samples=w.num_samples, point_bytes=w.point_bytes,
+                          point_temp_bytes=temp)
     per_shard = one - PROCESS_BASE_BYTES
-    return int(processes * (PROCESS_BASE_BYTES + shards_at_once * per_shard))
+    base = PROCESS_BASE_BYTES + w.program_bytes
+    return int(processes * (base + shards_at_once * per_shard))
 
 
 def check_memory(needed: int, what: str, available: int | None = None) -> None:

@@ -48,6 +48,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
+from shardmc.backends.resources import MemoryProfile
 from shardmc.errors import ShardMCInputError
 from shardmc.xpcs.data import XPCSData, estimate_scaling, pool
 from shardmc.xpcs.parameters import (
@@ -82,6 +83,15 @@ NOISE_MODES = ("sampled", "known")
 #: ``auto`` samples one averaged contrast/offset pair from this many angles on (REFERENCE.md).
 AUTO_AVERAGE_MIN_ANGLES = 3
 DATA_KEYS = ("phi_idx", "t1_idx", "t2_idx", "c2")
+MiB = 1024**2
+#: Peak memory of the frame-row likelihood per physics: (bytes per entry of a shard's
+#: (R, C) rows for the likelihood's and gradient's temporaries, bytes once per process for
+#: compiling and holding its programs). Measured with benchmarks/memory.py, one shard of
+#: 3 angles × 300–1 600 frames (benchmarks/results/memory-2cpu.json): static 46 B per entry
+#: and 0.5–0.6 GiB, laminar_flow 1.2 kB (its hand-written reverse pass keeps (R, C)
+#: buffers) and ~0.6 GiB, two_component no measurable slope and ~1.5 GiB; with margin.
+ROW_MEMORY = {"static": (48, 700 * MiB), "laminar_flow": (1280, 700 * MiB),
+              "two_component": (48, 1600 * MiB)}
 GEOMETRY_KEYS = ("t", "dt", "q", "gap", "phi")
 FIXED_SCALING_KEYS = ("contrast_fixed", "offset_fixed")
 PARAMETERIZATIONS = ("rates", "physical")
@@ -183,6 +193,16 @@ class XPCSModel:
         return row_observations(data, int(np.shape(model_kwargs["t"])[0]))
 
     # -- static structure ------------------------------------------------------------------
+    def memory_profile(self, data: Mapping[str, Any], model_kwargs: Mapping[str, Any]
+                       ) -> MemoryProfile | None:
+        """Per-row temporaries and program bytes on frame rows (:data:`ROW_MEMORY`) for
+        the engine's memory estimate; None on points (the per-point default)."""
+        if self.likelihood != "rows":
+            return None
+        entry_bytes, program_bytes = ROW_MEMORY[self.physics]
+        n_cols = padded_columns(int(np.shape(model_kwargs["t"])[0]))
+        return MemoryProfile(row_temp_bytes=entry_bytes * n_cols, program_bytes=program_bytes)
+
     @property
     def parameter_names(self) -> tuple[str, ...]:
         """Physical parameter names of the physics model."""
