@@ -1,14 +1,16 @@
-"""``lax.cond`` that stays a branch under ``vmap`` while the batch agrees on the predicate.
+"""``lax.cond`` that stays a branch under ``vmap``: each branch runs only where a member of
+the batch takes it.
 
 Under ``jax.vmap`` a ``lax.cond`` whose predicate is batched becomes a ``select``: both
 branches run for every member. The frame-row kernels branch on the parameters (a cheap
 structured path, an expensive exact fallback), so a vmapped sampler (the jax backend's
 chains and shards) would pay the fallback on every evaluation. :func:`uniform_cond`
-keeps the cond: when every member of the batch takes the same branch only that branch
-runs (batched), and only a mixed batch runs both and selects. Same values as
-``lax.cond`` in every case; differentiable in forward mode (``jax.hessian`` of a
-``custom_vjp`` whose rules call it) but, as any ``custom_vmap``, not in reverse mode: call
-it from a ``custom_vjp``'s forward and backward rules.
+keeps the cond: batched, each branch runs (over the whole batch) only if some member
+takes it, and a select picks each member's result. Each branch is traced once per vmap
+level, so nested vmaps (shards of chains) do not multiply the program. Same values as
+``lax.cond``; differentiable in forward mode (``jax.hessian`` of a ``custom_vjp`` whose
+rules call it) but, as any ``custom_vmap``, not in reverse mode: call it from a
+``custom_vjp``'s forward and backward rules.
 """
 
 from __future__ import annotations
@@ -32,32 +34,34 @@ def uniform_cond(pred: Any, true_fn: Callable, false_fn: Callable, *operands: An
     def branch_batched(axis_size: int, in_batched: Any, pred: Any, *ops: Any) -> tuple:
         pred_batched, *ops_batched = in_batched
         axes = tuple(jax.tree.map(lambda b: 0 if b else None, b) for b in ops_batched)
-        batched_ops = any(jax.tree.leaves(ops_batched))
-        if not (pred_batched or batched_ops):  # jvp of this rule: nothing batched here
-            return jax.lax.cond(pred, true_fn, false_fn, *ops), jax.tree.map(
-                lambda _: False, jax.eval_shape(true_fn, *ops))
+        if not any(jax.tree.leaves(ops_batched)):
+            if not pred_batched:  # the jvp of this rule: nothing batched at this level
+                return jax.lax.cond(pred, true_fn, false_fn, *ops), jax.tree.map(
+                    lambda _: False, jax.eval_shape(true_fn, *ops))
 
-        def batched(fn: Callable) -> Callable:
-            if batched_ops:
+            def batched(fn: Callable) -> Callable:
+                return lambda *o: jax.tree.map(
+                    lambda x: jnp.broadcast_to(x, (axis_size, *jnp.shape(x))), fn(*o))
+        else:
+            def batched(fn: Callable) -> Callable:
                 return lambda *o: jax.vmap(fn, in_axes=axes)(*o)
-            return lambda *o: jax.tree.map(
-                lambda x: jnp.broadcast_to(x, (axis_size, *jnp.shape(x))), fn(*o))
 
         true_b, false_b = batched(true_fn), batched(false_fn)
         if not pred_batched:  # e.g. jacfwd's tangents: the batch shares the predicate
             out = jax.lax.cond(pred, true_b, false_b, *ops)
         else:
-            # pred travels as an operand: a custom_vmap may not close over an outer
-            # vmap's tracers
-            def mixed(p: Any, *o: Any) -> Any:
-                def pick(a: Any, b: Any) -> Any:
-                    return jnp.where(p.reshape((axis_size,) + (1,) * (a.ndim - 1)), a, b)
-                return jax.tree.map(pick, true_b(*o), false_b(*o))
+            def zeros(*o: Any) -> Any:
+                return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                    jax.eval_shape(true_b, *o))
 
-            def not_all(p: Any, *o: Any) -> Any:
-                return uniform_cond(jnp.any(p), mixed, lambda _, *o: false_b(*o), p, *o)
+            # uniform_cond again: under an outer vmap these predicates are batched too
+            taken = uniform_cond(jnp.any(pred), true_b, zeros, *ops)
+            other = uniform_cond(jnp.any(~pred), false_b, zeros, *ops)
 
-            out = uniform_cond(jnp.all(pred), lambda _, *o: true_b(*o), not_all, pred, *ops)
+            def pick(a: Any, b: Any) -> Any:
+                return jnp.where(pred.reshape((axis_size,) + (1,) * (a.ndim - 1)), a, b)
+
+            out = jax.tree.map(pick, taken, other)
         return out, jax.tree.map(lambda _: True, out)
 
     return branch(pred, *operands)
