@@ -27,8 +27,8 @@ from shardmc import xpcs
 #: Shards per physics (module docstring).
 NUM_SHARDS = {"static": 8, "laminar_flow": 4}
 NUM_ANGLES = 3
-#: 60 frames (5 310 points): on rows, 53 s (static) and 115 s (laminar_flow, with another
-#: process sharing the 2 cores).
+#: 60 frames (5 310 points): on rows, 54 s (static) and 49 s (laminar_flow) on 2 cores (on
+#: point lists at K = 8: 172 s together).
 NUM_FRAMES = 60
 SEED = 0
 #: Shards run in this process: the accuracy under test does not depend on where they run,
