@@ -8,7 +8,7 @@ on a grid; (d) "xpcs": homodyne static against full-data NUTS (see :func:`xpcs_c
 
 Each case is fitted once per K and data set (shardmc.fit, default combiner and, in full
 mode, the default sampler settings); every combiner then recombines the same shard draws,
-is constrained and compared with ``shardmc.validate.compare``. The skewed case averages
+is constrained and compared with ``shardmc.accuracy.compare``. The skewed case averages
 the metrics over replicate data sets ("passes" becomes the fraction that pass). The
 default combination, corrected by importance sampling on the full data
 (``shardmc.importance_refine``), is reported as "consensus+importance"; it is the
@@ -35,10 +35,10 @@ import numpy as np
 
 import shardmc
 from shardmc import examples as ex
-from shardmc import params as P
+from shardmc.accuracy import compare
 from shardmc.combine import combine, option_names
-from shardmc.refine import importance_refine
-from shardmc.validate import compare
+from shardmc.core import params as P
+from shardmc.core.refine import importance_refine
 
 # benchmarks/dask.py would shadow the dask package (xarray imports it lazily): keep
 # this script's folder off sys.path.
@@ -244,7 +244,7 @@ def _mean_over(replicates: list[dict[str, dict[str, Any]]]) -> dict[str, dict[st
 
 def _refined(case: Case, post: Any, data: dict[str, np.ndarray], ref: dict) -> dict[str, Any]:
     """The default combination corrected by importance sampling on the full data
-    (:func:`shardmc.refine.importance_refine`), with its Pareto k-hat and ESS."""
+    (:func:`shardmc.core.refine.importance_refine`), with its Pareto k-hat and ESS."""
     t1 = time.perf_counter()
     refined = importance_refine(post, case.model, data, model_kwargs=case.model_kwargs)
     comp = compare({n: refined.samples[n] for n in ref}, ref)

@@ -25,8 +25,8 @@ import psutil
 
 from shardmc.backends import ProcessesBackend
 from shardmc.backends.resources import estimate_memory
+from shardmc.core.sampling import SamplerConfig, SamplingPlan, ShardSpec, run_shard, shard_key
 from shardmc.examples import linear_regression_data, linear_regression_known_noise
-from shardmc.sampling import SamplerConfig, SamplingPlan, ShardSpec, run_shard, shard_key
 
 # benchmarks/dask.py would shadow the dask package (xarray imports it lazily): keep
 # this script's folder off sys.path.
@@ -81,7 +81,7 @@ XPCS_CONFIGS = [("static", 3, 300), ("static", 3, 800), ("static", 3, 1600),
 
 def measure_xpcs(physics: str, n_angles: int, n_frames: int) -> dict:
     from shardmc import xpcs
-    from shardmc.tempering import observed_site_names
+    from shardmc.core.tempering import observed_site_names
 
     data, truth = xpcs.simulate(physics, n_angles=n_angles, n_t=n_frames, seed=0)
     model = xpcs.XPCSModel.create(physics, data.n_phi)

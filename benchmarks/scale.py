@@ -52,7 +52,7 @@ SHARD_LINE = re.compile(r"shard (\d+): ok, sampling ([\d.]+) s \(warmup ([\d.]+)
 
 def shardmc_command() -> list[str]:
     """The ``shardmc`` entry point of this interpreter's environment."""
-    return [sys.executable, "-m", "shardmc.cli"]
+    return [sys.executable, "-m", "shardmc.workflow.cli"]
 
 
 class PeakRSS(threading.Thread):

@@ -42,8 +42,8 @@ def main() -> None:
     args = parser.parse_args()
     import shardmc
     from shardmc import xpcs
-    from shardmc.engine import observation_counts
-    from shardmc.sharding import assign_points
+    from shardmc.core.engine import observation_counts
+    from shardmc.core.sharding import assign_points
 
     shardmc.enable_x64()
     data, _ = xpcs.simulate(args.physics, n_angles=3, n_t=args.frames, seed=SEED)

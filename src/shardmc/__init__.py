@@ -12,13 +12,13 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "fit": "shardmc.engine",
-    "importance_refine": "shardmc.refine",
-    "load": "shardmc.posterior",
-    "Posterior": "shardmc.posterior",
-    "SamplerConfig": "shardmc.sampling",
-    "SamplingPlan": "shardmc.sampling",
-    "SamplingStats": "shardmc.sampling",
+    "fit": "shardmc.core.engine",
+    "importance_refine": "shardmc.core.refine",
+    "load": "shardmc.core.posterior",
+    "Posterior": "shardmc.core.posterior",
+    "SamplerConfig": "shardmc.core.sampling",
+    "SamplingPlan": "shardmc.core.sampling",
+    "SamplingStats": "shardmc.core.sampling",
     "select_backend": "shardmc.backends",
     "BackendCapabilities": "shardmc.backends",
     "ShardMCInputError": "shardmc.errors",

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from shardmc import examples
-from shardmc.sampling import SamplerConfig, SamplingPlan, ShardResult, ShardSpec, shard_key
+from shardmc.core.sampling import SamplerConfig, SamplingPlan, ShardResult, ShardSpec, shard_key
 
 #: Folder where kill-once markers live (set in the workers' environment).
 FAULT_DIR_ENV = "SHARDMC_TEST_FAULT_DIR"

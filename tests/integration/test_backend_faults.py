@@ -11,8 +11,8 @@ import pytest
 
 import shardmc
 from shardmc.backends import ProcessesBackend
+from shardmc.core.progress import RETRY
 from shardmc.errors import ShardFailedError
-from shardmc.progress import RETRY
 
 NUM_POINTS, NUM_SHARDS = 800, 4
 SAMPLER = {"num_warmup": 100, "num_samples": 100, "num_chains": 2}

@@ -13,8 +13,8 @@ import pytest
 import shardmc
 from shardmc import examples
 from shardmc.backends.jax_devices import JaxBackend
+from shardmc.core.sampling import ShardResult, run_shard
 from shardmc.errors import ShardMCInputError
-from shardmc.sampling import ShardResult, run_shard
 
 NUM_SHARDS = 8
 SAMPLER = {"num_warmup": 100, "num_samples": 100, "num_chains": 2}
@@ -60,9 +60,9 @@ def test_jax_backend_refuses_more_devices_than_exist():
 def test_first_attempt_from_elsewhere_continues_the_retry_ladder(data):
     """A shard whose batched attempt failed goes on with attempt 2 (what the jax backend
     does for shards that need a retry)."""
-    from shardmc.engine import _specs, probe_model
-    from shardmc.sampling import SamplerConfig, SamplingPlan
-    from shardmc.sharding import assign_points
+    from shardmc.core.engine import _specs, probe_model
+    from shardmc.core.sampling import SamplerConfig, SamplingPlan
+    from shardmc.core.sharding import assign_points
 
     layout = assign_points(4000, NUM_SHARDS, seed=9)
     probe = probe_model(examples.linear_regression_known_noise, data, {}, layout)

@@ -82,7 +82,7 @@ def test_worker_bootstrap_sets_environment_in_the_child_only():
 
 def test_arrays_travel_through_the_pipe_when_shared_memory_is_short(monkeypatch):
     from shardmc.backends import shm
-    from shardmc.sampling import SamplerConfig, SamplingPlan, ShardSpec, shard_key
+    from shardmc.core.sampling import SamplerConfig, SamplingPlan, ShardSpec, shard_key
 
     monkeypatch.setattr(shm, "shm_free_bytes", lambda: 0)
     small = examples.linear_regression_data(200, 2, seed=1)

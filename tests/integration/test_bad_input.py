@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import yaml
 
-from shardmc.cli import EXIT_BAD_INPUT, main
 from shardmc.config import build_run, load_config
 from shardmc.errors import ShardMCInputError
+from shardmc.workflow.cli import EXIT_BAD_INPUT, main
 from shardmc.xpcs import XPCSData, save_npz, simulate, write_aps_u
 from shardmc.xpcs.loaders import APS_U_BINS, APS_U_MAPS, APS_U_PHI
 
@@ -387,7 +387,7 @@ def test_run_directory_that_cannot_be_created_is_refused(tmp_path: Path, sim: XP
 def _interrupted_run(tmp_path: Path, sim: XPCSData) -> Path:
     """A run directory as `shardmc run` leaves it when killed before any shard finished."""
     from shardmc.config import config_hash, data_hash, resolved_yaml
-    from shardmc.store import RunStore
+    from shardmc.workflow.store import RunStore
 
     cfg = load_config(config()(tmp_path, sim).config)
     store = RunStore.create(tmp_path / "run")

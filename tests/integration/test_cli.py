@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from shardmc.cli import EXIT_BAD_INPUT, main
+from shardmc.workflow.cli import EXIT_BAD_INPUT, main
 
 
 def test_bad_shard_count_is_exit_code_2_with_one_line(capsys):
@@ -13,7 +13,7 @@ def test_bad_shard_count_is_exit_code_2_with_one_line(capsys):
 
 
 def test_entry_point_help_runs():
-    out = subprocess.run([sys.executable, "-m", "shardmc.cli", "demo", "--help"],
+    out = subprocess.run([sys.executable, "-m", "shardmc", "demo", "--help"],
                          capture_output=True, text=True, check=True)
     assert "laminar-flow" in out.stdout or "--shards" in out.stdout
     from shardmc.xpcs.demo import DEMO_SHARDS

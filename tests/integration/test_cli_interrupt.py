@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from shardmc.cli import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
+from shardmc.workflow.cli import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
 
 #: Small shards, no warm start, one worker: when the first shard file appears, the other
 #: shards (their shared-memory segments in place) still take a few tenths of a second each.
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.skipif(not Path("/dev/shm").is_dir(),
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "shardmc.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "shardmc", *args], capture_output=True,
                           text=True, timeout=CALL_TIMEOUT, env=ENV)
 
 
@@ -87,7 +87,7 @@ def _wait_until(proc: subprocess.Popen, out: Path, moment) -> None:
 
 def _interrupt(config: Path, out: Path, signum: int, moment):
     """Run, signal it at ``moment``; (the process, its stderr, its children then)."""
-    proc = subprocess.Popen([sys.executable, "-m", "shardmc.cli", "run", str(config),
+    proc = subprocess.Popen([sys.executable, "-m", "shardmc", "run", str(config),
                              *OVERRIDES, "--out", str(out), "--no-progress"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=ENV, start_new_session=True)

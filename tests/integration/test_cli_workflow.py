@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import shardmc
-from shardmc.cli import EXIT_BAD_INPUT, EXIT_OK
+from shardmc.workflow.cli import EXIT_BAD_INPUT, EXIT_OK
 
 #: A small static dataset and short chains: the whole module runs in about a minute.
 K = 6
@@ -28,7 +28,7 @@ KILL_WAIT = 300
 
 def cli(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-m", "shardmc.cli", *args], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "shardmc", *args], capture_output=True,
                           text=True, timeout=CALL_TIMEOUT, env=env, **kw)
     if check and proc.returncode != EXIT_OK:
         raise AssertionError(f"shardmc {' '.join(args)} exited {proc.returncode}:\n"
@@ -116,7 +116,7 @@ def test_killed_run_resumes_to_a_bit_identical_posterior(sim, finished_run, tmp_
     out = tmp_path / "killed"
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shardmc.cli", "run", str(sim / "config.yaml"), *OVERRIDES,
+        [sys.executable, "-m", "shardmc", "run", str(sim / "config.yaml"), *OVERRIDES,
          "--out", str(out), "--no-progress"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:

@@ -6,7 +6,7 @@ import numpyro.distributions as dist
 import pytest
 
 import shardmc
-from shardmc.diagnostics import shard_diagnostics
+from shardmc.core.diagnostics import shard_diagnostics
 from shardmc.examples import linear_regression_data, linear_regression_known_noise
 
 SMALL = {"num_chains": 2, "num_warmup": 150, "num_samples": 200, "adaptive_sampling": False}
@@ -127,8 +127,8 @@ def test_laplace_precision_is_the_exact_shard_precision_of_a_conjugate_model():
     """Gaussian model: each shard's Laplace precision is X_k'X_k / noise^2 + I / (K prior
     var) exactly (the Hessian does not depend on where it is taken), the consensus
     weights shrink toward it, and the combined mean's Monte Carlo error is recorded."""
+    from shardmc.core.sharding import assign_points
     from shardmc.examples import CONJUGATE_NOISE_SD, CONJUGATE_PRIOR_SD
-    from shardmc.sharding import assign_points
     data = linear_regression_data(2_000, 3, seed=1)
     post = shardmc.fit(linear_regression_known_noise, data, 4, seed=2, **SMALL)
     layout = assign_points(2_000, 4, "random", seed=2)

@@ -12,7 +12,7 @@ import pytest
 
 import shardmc
 from shardmc import xpcs
-from shardmc.runreport import make_plots, shard_constrained_moments, write_report
+from shardmc.workflow.html_report import make_plots, shard_constrained_moments, write_report
 from shardmc.xpcs.plots import plot_c2_fit, plot_corner, plot_divergences, plot_shard_forest
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import shardmc
+from shardmc.core.sampling import ShardResult
 from shardmc.errors import ShardMCInputError
 from shardmc.examples import linear_regression_data, linear_regression_known_noise
-from shardmc.sampling import ShardResult
-from shardmc.store import (
+from shardmc.workflow.store import (
     MANIFEST_FILE,
     RunStore,
     shard_file_name,

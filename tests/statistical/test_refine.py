@@ -12,7 +12,7 @@ from numpyro.infer.util import potential_energy
 
 import shardmc
 from shardmc import examples as ex
-from shardmc import refine
+from shardmc.core import refine
 from shardmc.errors import ShardMCInputError
 
 Z = 5.0
@@ -92,7 +92,7 @@ def test_run_keeps_the_cmc_posterior_when_k_hat_is_too_high(monkeypatch):
     below PSIS_K_MAX; otherwise the CMC draws stay and the attempt is recorded."""
     from types import SimpleNamespace
 
-    from shardmc import runs
+    from shardmc.workflow import runs
     y = np.random.default_rng(0).normal(size=40)
     post = shardmc.fit(ex.normal_scale, {"y": y}, 2, seed=0, **{**SAMPLER, "num_samples": 200})
     inputs = SimpleNamespace(model=ex.normal_scale, points={"y": y}, model_kwargs={}, seed=0)

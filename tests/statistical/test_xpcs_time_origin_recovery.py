@@ -28,8 +28,8 @@ import yaml
 import shardmc
 from shardmc import xpcs
 from shardmc.config import build_run, load_config
-from shardmc.runs import _with_time_origin, run_config
-from shardmc.store import LOG_FILE, POSTERIOR_FILE
+from shardmc.workflow.runs import _with_time_origin, run_config
+from shardmc.workflow.store import LOG_FILE, POSTERIOR_FILE
 
 TRUTH = {"D0": 1.7e4, "alpha": -1.5, "D_offset": 500.0}
 DT = 0.1

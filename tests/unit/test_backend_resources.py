@@ -26,9 +26,9 @@ from shardmc.backends import resources as R
 from shardmc.backends.cache import CACHE_MODE, compile_cache_dir
 from shardmc.backends.lpt import cost_terms, lpt_order, shard_costs
 from shardmc.backends.pool import core_sets, worker_environment
+from shardmc.core.progress import RETRY, STARTED, ShardEvent, ShardProgress
+from shardmc.core.sampling import ShardResult
 from shardmc.errors import ShardMCInputError
-from shardmc.progress import RETRY, STARTED, ShardEvent, ShardProgress
-from shardmc.sampling import ShardResult
 
 SMALL = Workload(num_shards=2, shard_points=100, n_params=3, num_chains=2, num_warmup=100,
                  num_samples=100, point_bytes=32)
@@ -148,7 +148,7 @@ def test_wide_rows_count_the_model_memory_profile():
     """XPCS frame rows: temporaries per row and program bytes from the model's profile
     (ROW_MEMORY), not the per-point default; points keep the default."""
     from shardmc import xpcs
-    from shardmc.engine import memory_profile
+    from shardmc.core.engine import memory_profile
     from shardmc.xpcs.models import ROW_MEMORY
 
     data, _ = xpcs.simulate("laminar_flow", n_angles=2, n_t=100, seed=0)

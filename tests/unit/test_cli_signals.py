@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from shardmc.cli import REDELIVER_SECONDS, _StopSignals
+from shardmc.workflow.cli import REDELIVER_SECONDS, _StopSignals
 
 
 class _SignalsInDel:

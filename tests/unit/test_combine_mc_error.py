@@ -19,7 +19,7 @@ from shardmc.combine.mc_error import (
     draws_for_error,
     jackknife_mean_error,
 )
-from shardmc.report import _mc_error_issues
+from shardmc.core.diagnosis import _mc_error_issues
 
 K, S, D, REPLICATES = 8, 1000, 5, 100
 

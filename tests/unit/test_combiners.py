@@ -7,6 +7,7 @@ is Monte Carlo error of the combination, derived in the comments, times a safety
 import numpy as np
 import pytest
 
+from shardmc.accuracy import marginal_accuracy
 from shardmc.combine import (
     COMBINERS,
     accumulate_moments,
@@ -17,7 +18,6 @@ from shardmc.combine import (
 )
 from shardmc.combine.covariance import laplace_shrinkage, shard_covariances
 from shardmc.errors import ShardMCInputError
-from shardmc.validate import marginal_accuracy
 
 K, S, D, RHO = 10, 10_000, 10, 0.9
 #: Safety factor on every Monte Carlo standard error below (5 sigma: a fixed-seed test

@@ -27,9 +27,9 @@ from shardmc.config import (
 )
 from shardmc.config.backends import ProcessesBackendConfig
 from shardmc.config.schema import XPCS_SAMPLER_DEFAULTS, SamplingConfig
-from shardmc.engine import fit
+from shardmc.core.engine import fit
+from shardmc.core.sampling import SamplerConfig
 from shardmc.errors import ShardMCInputError
-from shardmc.sampling import SamplerConfig
 from shardmc.xpcs import PHYSICS_MODELS, save_npz, simulate, write_aps_u
 from shardmc.xpcs.physics import DEFAULT_DT, DEFAULT_GAP
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from shardmc import heterogeneity as H
-from shardmc.posterior import Posterior
+from shardmc.core import heterogeneity as H
+from shardmc.core.posterior import Posterior
 
 K, C, S = 40, 2, 500
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import multivariate_t
 
-from shardmc.refine import PROPOSAL_DF, _t_proposal, t_log_density
+from shardmc.core.refine import PROPOSAL_DF, _t_proposal, t_log_density
 
 
 def test_t_log_density_equals_scipy_on_a_well_conditioned_covariance():

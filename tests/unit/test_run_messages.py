@@ -3,7 +3,7 @@ and in run.log."""
 
 from __future__ import annotations
 
-from shardmc.runs import _report_warnings, run_log
+from shardmc.workflow.runs import _report_warnings, run_log
 
 
 def test_warnings_reach_the_console_and_the_run_log(tmp_path):

@@ -1,6 +1,6 @@
 import pytest
 
-from shardmc.sampling import SamplerConfig, SamplingPlan
+from shardmc.core.sampling import SamplerConfig, SamplingPlan
 
 
 @pytest.mark.parametrize(("points", "warmup", "samples"),

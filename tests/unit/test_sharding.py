@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from shardmc.core.sharding import assign_points, shard_arrays
 from shardmc.errors import ShardMCInputError
-from shardmc.sharding import assign_points, shard_arrays
 
 
 @pytest.mark.parametrize("strategy", ["random", "contiguous"])

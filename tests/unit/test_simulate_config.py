@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from shardmc.cli import main
+from shardmc.workflow.cli import main
 from shardmc.xpcs.simulate_files import (
     CONFIG_FILE,
     DEFAULT_SIMULATED_SHARDS,

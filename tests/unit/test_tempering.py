@@ -7,8 +7,8 @@ import numpyro.distributions as dist
 import pytest
 from numpyro.infer.util import potential_energy
 
-from shardmc.sharding import assign_points, shard_arrays
-from shardmc.tempering import observed_site_names, tempered_model
+from shardmc.core.sharding import assign_points, shard_arrays
+from shardmc.core.tempering import observed_site_names, tempered_model
 
 
 def model(x, y):

@@ -15,8 +15,8 @@ from numpyro.infer import Predictive  # noqa: E402
 from numpyro.infer.util import log_density, potential_energy  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from shardmc.core.tempering import temper  # noqa: E402
 from shardmc.errors import ShardMCInputError  # noqa: E402
-from shardmc.tempering import temper  # noqa: E402
 from shardmc.xpcs import (  # noqa: E402
     XPCSModel,
     estimate_scaling,
@@ -218,7 +218,7 @@ def test_predictive_on_rows_draws_the_point_model(noise):
 
 
 def test_masked_points_drop_out_of_the_likelihood(small):
-    """The engine masks padded points along the c2 batch axis (shardmc.tempering)."""
+    """The engine masks padded points along the c2 batch axis (shardmc.core.tempering)."""
     data = small[0]
     model = XPCSModel.create("static", 3, per_angle_mode="constant",
                              parameterization="physical", likelihood="points")

@@ -8,8 +8,8 @@ from jax.flatten_util import ravel_pytree
 from numpyro.infer.util import potential_energy, unconstrain_fn
 
 from shardmc import xpcs
-from shardmc.sharding import assign_points, shard_arrays
-from shardmc.tempering import observed_site_names, tempered_model
+from shardmc.core.sharding import assign_points, shard_arrays
+from shardmc.core.tempering import observed_site_names, tempered_model
 from shardmc.xpcs import row_layout as RL
 from shardmc.xpcs import row_likelihood as RK
 from shardmc.xpcs.physics import Geometry, PointIndex, c2_mean

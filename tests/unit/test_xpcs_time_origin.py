@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from shardmc.config import config_from_dict, load_config, load_data
+from shardmc.core.diagnosis import diagnose
+from shardmc.core.posterior import Posterior
 from shardmc.errors import ShardMCInputError
-from shardmc.posterior import Posterior
-from shardmc.report import diagnose
-from shardmc.runs import _with_time_origin
+from shardmc.workflow.runs import _with_time_origin
 from shardmc.xpcs import (
     XPCSModel,
     load_hdf5,

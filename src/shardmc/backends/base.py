@@ -15,7 +15,7 @@ class BackendCapabilities:
     multi_process: shards run in other processes (the model must be picklable).
     multi_device: shards are spread over several JAX devices.
     reports_events: ``map`` takes ``on_event=`` and reports shards started and retried
-    (:class:`shardmc.progress.ShardEvent`), for the driver's progress bar.
+    (:class:`shardmc.core.progress.ShardEvent`), for the driver's progress bar.
     """
 
     name: str

@@ -53,8 +53,8 @@ from shardmc.backends.resources import (
     usable_cores,
     workload_memory,
 )
+from shardmc.core.progress import RETRY, STARTED, ShardEvent
 from shardmc.errors import ShardMCInputError
-from shardmc.progress import RETRY, STARTED, ShardEvent
 
 log = logging.getLogger(__name__)
 

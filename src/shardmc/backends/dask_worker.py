@@ -102,7 +102,7 @@ def _report_start(index: int, key: str) -> None:
 
 
 def _failed(index: int, num_points: int, error: str) -> Any:
-    from shardmc.sampling import ShardResult
+    from shardmc.core.sampling import ShardResult
 
     return ShardResult(index=index, status="failed", num_points=num_points, error=error)
 

@@ -1,12 +1,12 @@
 """All shards of a run in one compiled program, spread over JAX devices.
 
-Per-shard NUTS (:func:`shardmc.nuts.warmup_chain`, then :func:`shardmc.nuts.sample_chain`)
+Per-shard NUTS (:func:`shardmc.core.nuts.warmup_chain`, then :func:`shardmc.core.nuts.sample_chain`)
 is vmapped over chains and over shards, and the shard axis is split over a 1-D device
 mesh with ``jax.shard_map``: each device runs its block of shards independently (no
 collective inside NUTS' while loops). With one device the mesh has one member and the
 program is the plain vmapped one. Good for many small shards, and for GPUs.
 
-Results match :func:`shardmc.sampling.run_shard`'s: the same keys (``split(shard key,
+Results match :func:`shardmc.core.sampling.run_shard`'s: the same keys (``split(shard key,
 chains)``), the same first-attempt settings, and the same ``ShardResult`` assembly. The
 vmapped program may differ from the one-chain-at-a-time program in the last bits (XLA
 fuses the batched arithmetic differently); it is bit-identical to itself across runs on
@@ -27,10 +27,10 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-from shardmc import nuts, sampling
 from shardmc.backends.base import BackendCapabilities
 from shardmc.backends.resources import Workload, check_count, workload_memory
-from shardmc.progress import STARTED, ShardEvent
+from shardmc.core import nuts, sampling
+from shardmc.core.progress import STARTED, ShardEvent
 
 log = logging.getLogger(__name__)
 

@@ -38,8 +38,8 @@ from shardmc.backends.resources import (
     usable_cores,
     workload_memory,
 )
+from shardmc.core.progress import RETRY, STARTED, ShardEvent
 from shardmc.errors import ShardMCInputError
-from shardmc.progress import RETRY, STARTED, ShardEvent
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def _unlink_all(names: set[str]) -> None:
 
 
 def _failed(index: int, num_points: int, error: str) -> Any:
-    from shardmc.sampling import ShardResult
+    from shardmc.core.sampling import ShardResult
 
     return ShardResult(index=index, status="failed", num_points=num_points, error=error)
 

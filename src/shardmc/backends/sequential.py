@@ -7,7 +7,7 @@ from typing import Any
 
 from shardmc.backends.base import BackendCapabilities
 from shardmc.backends.resources import Workload, workload_memory
-from shardmc.progress import STARTED, ShardEvent
+from shardmc.core.progress import STARTED, ShardEvent
 
 
 class SequentialBackend:

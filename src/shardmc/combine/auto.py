@@ -12,8 +12,8 @@ Rules, in order:
 4. otherwise: ``consensus`` (Scott et al. 2016, full covariance), the default.
 
 ``hierarchical`` (streamed inputs) and the shape-keeping ``semiparametric`` / ``swiss``
-are never picked automatically; :meth:`shardmc.posterior.Posterior.diagnose` says when
-sub-posteriors are non-Gaussian and points to :func:`shardmc.refine.importance_refine`.
+are never picked automatically; :meth:`shardmc.core.posterior.Posterior.diagnose` says when
+sub-posteriors are non-Gaussian and points to :func:`shardmc.core.refine.importance_refine`.
 """
 
 from __future__ import annotations

@@ -134,7 +134,7 @@ def _check_backend(cfg: RunConfig) -> None:
 
 def fit_kwargs(cfg: RunConfig, points: dict[str, np.ndarray]) -> dict[str, Any]:
     """Keyword arguments of ``shardmc.fit`` besides model, data, model_kwargs, init_values."""
-    from shardmc.validation import validate_config
+    from shardmc.core.input_checks import validate_config
 
     by_angle = cfg.sharding.method in ("stratified", "interleaved")
     return {

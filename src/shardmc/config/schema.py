@@ -38,11 +38,11 @@ from shardmc.config.types import (
     Section,
     config_error,
 )
+from shardmc.core.exclusion import SHARD_FAILURE_POLICIES
+from shardmc.core.input_checks import COMBINE_SPACES
+from shardmc.core.sampling import CHAIN_METHODS, INIT_MASS, INIT_STRATEGIES, SamplerConfig
+from shardmc.core.sharding import SHARDING_STRATEGIES
 from shardmc.errors import ShardMCInputError
-from shardmc.exclusion import SHARD_FAILURE_POLICIES
-from shardmc.sampling import CHAIN_METHODS, INIT_MASS, INIT_STRATEGIES, SamplerConfig
-from shardmc.sharding import SHARDING_STRATEGIES
-from shardmc.validation import COMBINE_SPACES
 from shardmc.xpcs.loaders import DEFAULT_PHI_TOL, DEFAULT_Q_RTOL, TIME_ORIGINS
 from shardmc.xpcs.models import LIKELIHOODS, NOISE_MODES, PARAMETERIZATIONS, PER_ANGLE_MODES
 from shardmc.xpcs.parameters import PRIOR_KINDS, resolve_priors

@@ -73,8 +73,8 @@ def run_demo(out: str | Path | None = None, *, num_shards: int = DEMO_SHARDS,
     into the run directory ``out/run`` (as ``shardmc run``: warm start, CMC, importance
     correction, posterior, summary, plots, report); print the recovery table."""
     from shardmc.config import load_config
-    from shardmc.runs import execute
-    from shardmc.store import RunStore
+    from shardmc.workflow.runs import execute
+    from shardmc.workflow.store import RunStore
     from shardmc.xpcs.simulate_files import write_synthetic
 
     if num_shards < 1:

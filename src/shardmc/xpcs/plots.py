@@ -171,11 +171,11 @@ def plot_shard_forest(names: Sequence[str], shard_means: np.ndarray,
 def plot_divergences(divergences: Sequence[int], draws_per_shard: int, path: str | Path, *,
                      labels: Sequence[int] | None = None) -> Path:
     """Bar chart of divergent post-warmup transitions per shard, with the 5 %, 10 % and
-    30 % rate levels of :mod:`shardmc.sampling` (target, high, critical) as lines.
+    30 % rate levels of :mod:`shardmc.core.sampling` (target, high, critical) as lines.
 
     divergences: (K,) counts; draws_per_shard: chains x draws of each shard.
     """
-    from shardmc.sampling import (
+    from shardmc.core.sampling import (
         DIVERGENCE_RATE_CRITICAL,
         DIVERGENCE_RATE_HIGH,
         DIVERGENCE_RATE_TARGET,

@@ -16,7 +16,7 @@ Keys (R = n_phi (n_t − 1) rows, C = padded column count):
   ``weight_sum`` (R,) = Σ weight and ``log_sigma`` (R,) = Σ log σ over the row.
 
 XPCS fits shard rows ``"stratified"`` by angle (random rows within each angle;
-:func:`shardmc.sharding.assign_points`, docs/xpcs.md).
+:func:`shardmc.core.sharding.assign_points`, docs/xpcs.md).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from shardmc.errors import ShardMCInputError
 
 #: File names written into the output folder.
 DATA_FILE = "data.h5"
-TRUTH_FILE = "data.truth.json"  # ``shardmc.runs.truth_path(DATA_FILE)``
+TRUTH_FILE = "data.truth.json"  # ``shardmc.workflow.runs.truth_path(DATA_FILE)``
 CONFIG_FILE = "config.yaml"
 #: The first simulated frame sits this many frame times after the time origin (the default
 #: t0), as a detector's first exposure ends: no frame lies below the dt/2 rate floor, so no

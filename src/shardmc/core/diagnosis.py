@@ -8,15 +8,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shardmc import heterogeneity as H
 from shardmc.combine.bimodal import detect_modes
 from shardmc.combine.mc_error import (
     COMBINE_MC_ERROR_TARGET,
     COMBINE_MC_ERROR_WARN,
     draws_for_error,
 )
-from shardmc.diagnostics import BFMI_MIN, ESS_MIN, RHAT_MAX
-from shardmc.sampling import (
+from shardmc.core import heterogeneity as H
+from shardmc.core.diagnostics import BFMI_MIN, ESS_MIN, RHAT_MAX
+from shardmc.core.sampling import (
     DIVERGENCE_RATE_CRITICAL,
     DIVERGENCE_RATE_HIGH,
     DIVERGENCE_RATE_TARGET,
@@ -284,7 +284,7 @@ def _mc_error_column(prov: dict, coords: list[str]) -> np.ndarray:
 
 def diagnose(posterior: Any, *, bounds: dict[str, tuple[float, float]] | None = None,
              alpha: float = HETEROGENEITY_P_VALUE) -> DiagnosisReport:
-    """Per-shard and cross-shard problems of a fitted :class:`~shardmc.posterior.Posterior`.
+    """Per-shard and cross-shard problems of a fitted :class:`~shardmc.core.posterior.Posterior`.
 
     bounds: optional (lower, upper) per constrained coordinate name for the bounds-aware CV
     (default: the model's support bounds recorded by ``fit``). alpha: family-wise level of

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from shardmc._arviz import az
+from shardmc.core._arviz import az
 
 #: Rank-normalised split R-hat above this flags a shard as not converged.
 RHAT_MAX = 1.01

@@ -95,7 +95,7 @@ class _StopSignals:
 
 def _interrupted(exc: KeyboardInterrupt, signum: int | None) -> int:
     """One line on stderr (how to resume, for a run) and the exit code of the signal."""
-    from shardmc.runs import RunInterrupted
+    from shardmc.workflow.runs import RunInterrupted
 
     if isinstance(exc, RunInterrupted):
         print(exc.resume_line(), file=sys.stderr)
@@ -122,7 +122,7 @@ def _progress(args: argparse.Namespace) -> bool | None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from shardmc.runs import resume_run, run_config
+    from shardmc.workflow.runs import resume_run, run_config
 
     if args.resume:
         if args.out is None:
@@ -138,7 +138,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from shardmc.runs import resume_run
+    from shardmc.workflow.runs import resume_run
 
     resume_run(args.run_dir, progress=_progress(args), echo=_echo(args))
     _echo(args)(f"Done. Results in {Path(args.run_dir).resolve()}")
@@ -146,7 +146,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from shardmc.runreport import write_report
+    from shardmc.workflow.html_report import write_report
 
     path = write_report(args.run_dir)
     print(f"Report: {Path(path).resolve()}")

@@ -5,14 +5,14 @@ Reads what the run store writes (``posterior.nc``, ``manifest.json``, ``summary.
 tolerated). :func:`write_report` always redraws the plots, so the report never shows figures
 of an earlier state of the run. The HTML embeds every PNG as a base64 data URI and has
 inline CSS only: no JavaScript, no external links, so it can be mailed or archived alone.
+The page is the Jinja2 template ``templates/report.html.j2`` (autoescaped); this module
+gathers what it shows.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import json
-import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,26 +31,16 @@ UNFINISHED_STATUSES = ("pending", "running", "failed")
 #: Relative tolerance when checking reconstructed per-shard means against the provenance.
 SHARD_MEAN_RTOL = 1e-6
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;
-max-width:1200px;color:#222;line-height:1.4;padding:0 16px}
-h1{font-size:1.6em;margin-bottom:4px}h2{border-bottom:1px solid #ddd;padding-bottom:3px;
-margin-top:28px}table{border-collapse:collapse;margin:8px 0;font-size:0.9em}
-th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f3f3f3}
-td.l,th.l{text-align:left}dl.facts{display:grid;grid-template-columns:max-content auto;
-gap:2px 16px;font-size:0.9em}dl.facts dt{font-weight:600}dl.facts dd{margin:0}
-figure{margin:16px 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
-figcaption{font-size:0.85em;color:#555}.sev{font-weight:600;text-transform:uppercase;
-font-size:0.8em}.error{color:#b00}.warning{color:#a60}.info{color:#666}
-pre{background:#f7f7f7;padding:8px;overflow:auto;font-size:0.85em}.no{color:#b00}
-"""
+#: The page template (Jinja2, autoescaped), shipped as package data.
+TEMPLATE = "report.html.j2"
 
-_PAGE = string.Template("""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>$title</title>
-<style>$css</style></head><body>
-$body
-</body></html>
-""")
+
+def _template() -> Any:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("shardmc.workflow", "templates"),
+                             autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    return env.get_template(TEMPLATE)
 
 
 @dataclass
@@ -238,24 +228,10 @@ def make_plots(run_dir: Path) -> list[Path]:
 
 
 # -- HTML ----------------------------------------------------------------------------------
-def _e(x: Any) -> str:
-    return html.escape(str(x))
-
-
 def _num(x: Any, spec: str = ".5g") -> str:
     if x is None or (isinstance(x, float) and not np.isfinite(x)):
         return "—"
-    return format(x, spec) if isinstance(x, (int, float, np.number)) else _e(x)
-
-
-def _table(head: list[str], rows: list[list[str]], left: int = 1) -> str:
-    """Cells are already escaped; the first ``left`` columns are left-aligned."""
-    def cls(i: int) -> str:
-        return ' class="l"' if i < left else ""
-    th = "".join(f"<th{cls(i)}>{_e(h)}</th>" for i, h in enumerate(head))
-    body = "".join("<tr>" + "".join(f"<td{cls(i)}>{c}</td>" for i, c in enumerate(r))
-                   + "</tr>" for r in rows)
-    return f"<table><tr>{th}</tr>{body}</table>"
+    return format(x, spec) if isinstance(x, (int, float, np.number)) else str(x)
 
 
 def _time_origin_fact(info: dict[str, Any] | None) -> str | None:
@@ -267,7 +243,7 @@ def _time_origin_fact(info: dict[str, Any] | None) -> str | None:
     return f"first frame at t0 = {info['t0']:g} s, dt = {info['dt']:g} s{note}"
 
 
-def _facts(run: Run) -> str:
+def _facts(run: Run) -> list[tuple[str, Any]]:
     m, s, p = run.manifest, run.summary, run.posterior.provenance
     sampler = p.get("sampler") or {}
     versions = m.get("versions") or p.get("versions") or {}
@@ -288,9 +264,7 @@ def _facts(run: Run) -> str:
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items())),
         ("config hash", m.get("config_hash")), ("data hash", m.get("data_hash")),
     ]
-    items = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts
-                    if v not in (None, ""))
-    return f"<dl class='facts'>{items}</dl>"
+    return [(k, v) for k, v in facts if v not in (None, "")]
 
 
 def _summary_rows(run: Run) -> list[dict[str, Any]]:
@@ -310,28 +284,28 @@ def _summary_rows(run: Run) -> list[dict[str, Any]]:
     return rows
 
 
-def _summary_table(run: Run) -> str:
+def _summary_table(run: Run) -> dict[str, list]:
     rows = _summary_rows(run)
     interval = float(run.summary.get("interval", INTERVAL))
     has_truth = any(r.get("truth") is not None for r in rows)
     head = ["parameter", "mean", "sd", f"{interval:.0%} interval"]
     head += ["truth", "covered"] if has_truth else []
-    out = []
+    out: list[list[Any]] = []
     for r in rows:
-        cells = [_e(r.get("parameter")), _num(r.get("mean")), _num(r.get("sd")),
-                 f"[{_num(r.get('lower'))}, {_num(r.get('upper'))}]"]
+        cells: list[Any] = [r.get("parameter"), _num(r.get("mean")), _num(r.get("sd")),
+                            f"[{_num(r.get('lower'))}, {_num(r.get('upper'))}]"]
         if has_truth:
             cov = r.get("covered")
             cells += [_num(r.get("truth")), "—" if cov is None else
-                      ("yes" if cov else "<span class='no'>NO</span>")]
+                      ("yes" if cov else {"css": "no", "text": "NO"})]
         out.append(cells)
-    return _table(head, out)
+    return {"head": head, "rows": out}
 
 
 def convergence_headline(posterior: Any) -> str:
     """One sentence on per-shard R-hat, bulk ESS, divergences and E-BFMI."""
-    from shardmc.diagnostics import BFMI_MIN, ESS_MIN, RHAT_MAX
-    from shardmc.sampling import DIVERGENCE_RATE_TARGET
+    from shardmc.core.diagnostics import BFMI_MIN, ESS_MIN, RHAT_MAX
+    from shardmc.core.sampling import DIVERGENCE_RATE_TARGET
 
     d, labels = posterior.diagnostics, _shard_labels(posterior)
     k, total = len(labels), posterior.provenance.get("num_shards") or len(labels)
@@ -356,46 +330,30 @@ def convergence_headline(posterior: Any) -> str:
     return f"{head.capitalize()}: {r}; {e}; {v}; {b}."
 
 
-def _heterogeneity_table(report: Any) -> str:
-    from shardmc.report import HETEROGENEITY_P_VALUE
+def _heterogeneity_table(report: Any) -> dict[str, Any] | None:
+    """Cochran's Q per coordinate, or None with one shard."""
+    from shardmc.core.diagnosis import HETEROGENEITY_P_VALUE
 
     params = report.parameters
     if params["p_value"].isna().all():
-        return "<p>One shard: no cross-shard heterogeneity test.</p>"
+        return None
     cut = HETEROGENEITY_P_VALUE / len(params)
-    rows = [[_e(name), _num(r["q"], ".1f"), _num(r["p_value"], ".2g"), _num(r["i2"], ".0%"),
+    rows = [[name, _num(r["q"], ".1f"), _num(r["p_value"], ".2g"), _num(r["i2"], ".0%"),
              "disagree" if r["p_value"] < cut else "consistent"]
             for name, r in params.iterrows()]
-    return ("<p>Cross-shard heterogeneity of shard means (Cochran's Q, unconstrained "
-            f"coordinates; shards disagree when p &lt; {cut:.2g}):</p>"
-            + _table(["coordinate", "Q", "p", "I²", "verdict"], rows))
+    return {"cut": f"{cut:.2g}", "rows": rows}
 
 
-def _issue_items(issues: list[Any]) -> str:
-    return "".join(f"<li><span class='sev {_e(i.severity)}'>{_e(i.severity)}</span> "
-                   f"{_e(i.message)}</li>" for i in issues)
-
-
-def _diagnostics(run: Run, report: Any) -> str:
+def _diagnostics(run: Run, report: Any) -> dict[str, Any]:
     post = run.posterior
     serious = [i for i in report.issues if i.severity != "info"]
     notes = [i for i in report.issues if i.severity == "info"]
     verdict = ("no problems found" if not report.issues else
                f"{len(serious)} warning(s) or error(s), {len(notes)} note(s)")
-    parts = [f"<p>{_e(convergence_headline(post))}</p>",
-             f"<p><b>Diagnosis:</b> {_e(verdict)}.</p>"]
-    if serious:
-        parts.append(f"<ul>{_issue_items(serious)}</ul>")
-    if notes:
-        parts.append(f"<details><summary>{len(notes)} note(s)</summary>"
-                     f"<ul>{_issue_items(notes)}</ul></details>")
     warnings = list(dict.fromkeys([*post.warnings(), *(run.summary.get("warnings") or [])]))
-    if warnings:
-        parts.append("<details><summary>Per-shard warnings of the posterior "
-                     f"({len(warnings)})</summary><ul>"
-                     + "".join(f"<li>{_e(w)}</li>" for w in warnings) + "</ul></details>")
-    parts.append(_heterogeneity_table(report))
-    return "\n".join(parts)
+    return {"headline": convergence_headline(post), "verdict": verdict, "serious": serious,
+            "notes": notes, "warnings": warnings,
+            "heterogeneity": _heterogeneity_table(report)}
 
 
 def _caption(path: Path, run: Run) -> str:
@@ -414,13 +372,12 @@ def _caption(path: Path, run: Run) -> str:
     }.get(name, name)
 
 
-def _figure(path: Path, caption: str) -> str:
+def _figure(path: Path, caption: str) -> dict[str, str]:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (f"<figure><img src=\"data:image/png;base64,{data}\" alt=\"{_e(path.stem)}\">"
-            f"<figcaption>{_e(caption)}</figcaption></figure>")
+    return {"src": f"data:image/png;base64,{data}", "alt": path.stem, "caption": caption}
 
 
-def _shard_table(run: Run, report: Any) -> str:
+def _shard_table(run: Run, report: Any) -> dict[str, list]:
     """One row per shard file in the manifest (a shard re-run at prior 1/K' after
     exclusions has a row per scale); diagnostics for the shards of the posterior."""
     post, m = run.posterior, run.manifest
@@ -442,37 +399,28 @@ def _shard_table(run: Run, report: Any) -> str:
                                           and idx < len(sizes) else None)
         if j is None:
             rate = s.get("divergence_rate")
-            rows.append([_e(idx), _e(s.get("status", "?")), _e(f"1/{s['of']}" if "of" in s
-                                                              else "—"), _num(points),
+            rows.append([idx, s.get("status", "?"), f"1/{s['of']}" if "of" in s else "—",
+                         _num(points),
                          _num(seconds, ".1f"), "—" if rate is None else _num(rate, ".1%"),
                          "—", "—", "—"])
             continue
         n, d = int(post.diagnostics["divergences"][j]), report.shards.iloc[j]
-        rows.append([_e(idx), _e(s.get("status", "?")), _e(f"1/{s.get('of', used)}"),
-                     _num(points), _num(seconds, ".1f"), _e(f"{n} ({n / per:.1%})"),
+        rows.append([idx, s.get("status", "?"), f"1/{s.get('of', used)}",
+                     _num(points), _num(seconds, ".1f"), f"{n} ({n / per:.1%})",
                      _num(d["max_rhat"], ".3f"), _num(d["min_ess_bulk"], ".0f"),
                      _num(d["min_bfmi"], ".2f")])
-    return _table(["shard", "status", "prior", "points", "seconds", "divergences",
-                   "max R-hat", "min bulk ESS", "min E-BFMI"], rows, left=2)
+    return {"head": ["shard", "status", "prior", "points", "seconds", "divergences",
+                     "max R-hat", "min bulk ESS", "min E-BFMI"], "rows": rows}
 
 
 def render_html(run: Run, plots: list[Path], notes: list[str]) -> str:
     """The report page of ``run`` with ``plots`` embedded (text escaped, no external refs)."""
-    title = f"shardmc report: {run.path.resolve().name}"
     report = run.posterior.diagnose()
-    figures = "\n".join(_figure(p, _caption(p, run)) for p in plots)
-    note_html = "".join(f"<p class='info'>{_e(n)}</p>" for n in notes)
-    config = (f"<details><summary>config.yaml</summary><pre>{_e(run.config_text)}</pre>"
-              "</details>" if run.config_text else "<p>No config.yaml in the run directory.</p>")
-    body = "\n".join([
-        f"<h1>{_e(title)}</h1>", "<h2>Run</h2>", _facts(run),
-        "<h2>Posterior summary</h2>", _summary_table(run),
-        "<h2>Diagnostics</h2>", _diagnostics(run, report),
-        "<h2>Plots</h2>", note_html, figures,
-        "<h2>Shards</h2>", _shard_table(run, report),
-        "<h2>Configuration</h2>", config,
-    ])
-    return _PAGE.substitute(title=_e(title), css=_CSS, body=body)
+    return _template().render(
+        title=f"shardmc report: {run.path.resolve().name}", facts=_facts(run),
+        summary=_summary_table(run), diagnostics=_diagnostics(run, report),
+        notes=notes, figures=[_figure(p, _caption(p, run)) for p in plots],
+        shards=_shard_table(run, report), config_text=run.config_text)
 
 
 def write_report(run_dir: str | Path) -> Path:

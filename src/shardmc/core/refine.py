@@ -22,16 +22,16 @@ import numpy as np
 from scipy.linalg import solve_triangular
 from scipy.special import gammaln, logsumexp
 
-from shardmc import nuts
-from shardmc import params as P
+from shardmc.core import nuts
+from shardmc.core import params as P
+from shardmc.core.input_checks import validate_data
+from shardmc.core.posterior import Posterior
+from shardmc.core.sharding import ShardLayout, assign_points, shard_arrays
 from shardmc.errors import ShardMCInputError
-from shardmc.posterior import Posterior
 from shardmc.runtime import enable_x64
-from shardmc.sharding import ShardLayout, assign_points, shard_arrays
-from shardmc.validation import validate_data
 
 if TYPE_CHECKING:
-    from shardmc.engine import ModelProbe
+    from shardmc.core.engine import ModelProbe
 
 #: Degrees of freedom of the multivariate-t proposal.
 PROPOSAL_DF = 5
@@ -49,7 +49,7 @@ def _chunked(model: Callable, data: dict[str, np.ndarray],
              model_kwargs: dict[str, Any]) -> tuple[ShardLayout, ModelProbe]:
     """The data cut into contiguous chunks of at most CHUNK_POINTS array entries, and the
     model probed on them (one trace of one chunk, never of all the data)."""
-    from shardmc.engine import probe_model
+    from shardmc.core.engine import probe_model
 
     n = next(iter(data.values())).shape[0]
     width = max(int(np.prod(np.shape(a)[1:])) for a in data.values())  # entries per row
@@ -136,8 +136,8 @@ def importance_refine(posterior: Posterior, model: Callable, data: dict[str, Any
     draws, log_q = _t_proposal(center, cov, num, df, rng)
     log_w = -full_potential(model, data, model_kwargs, draws, chunked) - log_q
     log_w = np.where(np.isfinite(log_w), log_w, -np.inf)
-    from shardmc._arviz import az
-    from shardmc.engine import observation_counts
+    from shardmc.core._arviz import az
+    from shardmc.core.engine import observation_counts
 
     with np.errstate(over="ignore"):  # psislw's tail fit overflows at a huge k-hat
         smoothed, khat = az.psislw(log_w - log_w.max())

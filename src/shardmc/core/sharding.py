@@ -3,7 +3,7 @@
 Every shard has the same number of rows (the largest shard size), so one compiled
 program serves every shard. Rows past a shard's real size repeat one of its real
 points and carry ``mask == False``; the tempered model masks them out of the
-likelihood (see :mod:`shardmc.tempering`).
+likelihood (see :mod:`shardmc.core.tempering`).
 """
 
 from __future__ import annotations

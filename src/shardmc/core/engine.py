@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from shardmc import params as P
 from shardmc.backends import (
     BACKENDS,
     BackendChoice,
@@ -24,20 +23,26 @@ from shardmc.backends import (
 from shardmc.backends.resources import MemoryProfile
 from shardmc.combine import check_options, combine, option_names
 from shardmc.combine.mc_error import combined_mean_error
-from shardmc.diagnostics import result_diagnostics, stack_diagnostics
-from shardmc.errors import ShardFailedError, ShardMCInputError
-from shardmc.exclusion import (
+from shardmc.core import params as P
+from shardmc.core.diagnostics import result_diagnostics, stack_diagnostics
+from shardmc.core.exclusion import (
     EXCLUDE_REMEDY,
     EarlyAbort,
     apply_failure_policy,
     failure_lines,
     validate_policy,
 )
-from shardmc.heterogeneity import constrained_shard_means
-from shardmc.posterior import SHARD_STAT_NAMES, Posterior
-from shardmc.progress import PhaseClock, ShardProgress
-from shardmc.runtime import enable_x64
-from shardmc.sampling import (
+from shardmc.core.heterogeneity import constrained_shard_means
+from shardmc.core.input_checks import (
+    validate_config,
+    validate_data,
+    validate_num_shards,
+    validate_space,
+    validate_strata,
+)
+from shardmc.core.posterior import SHARD_STAT_NAMES, Posterior
+from shardmc.core.progress import PhaseClock, ShardProgress
+from shardmc.core.sampling import (
     SamplerConfig,
     SamplingPlan,
     ShardResult,
@@ -45,15 +50,10 @@ from shardmc.sampling import (
     run_shard,
     shard_key,
 )
-from shardmc.sharding import ShardLayout, assign_points, shard_arrays
-from shardmc.tempering import log_prob_shape, point_axis_mask
-from shardmc.validation import (
-    validate_config,
-    validate_data,
-    validate_num_shards,
-    validate_space,
-    validate_strata,
-)
+from shardmc.core.sharding import ShardLayout, assign_points, shard_arrays
+from shardmc.core.tempering import log_prob_shape, point_axis_mask
+from shardmc.errors import ShardFailedError, ShardMCInputError
+from shardmc.runtime import enable_x64
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ def _versions() -> dict[str, str]:
     import numpyro
 
     import shardmc
-    from shardmc._arviz import az as arviz
+    from shardmc.core._arviz import az as arviz
     return {"shardmc": shardmc.__version__, "jax": jax.__version__,
             "numpyro": numpyro.__version__, "arviz": arviz.__version__,
             "numpy": np.__version__, "python": platform.python_version()}
@@ -378,13 +378,13 @@ def fit(
     ``on_shard_failure``: "fail" (default) raises ShardFailedError naming every shard
     that failed or diverged after its retries;
     "exclude" re-runs the K' survivors with the prior re-tempered to 1/K' and records the
-    exclusions in the provenance (see :mod:`shardmc.exclusion`). ``early_abort`` (with
+    exclusions in the provenance (see :mod:`shardmc.core.exclusion`). ``early_abort`` (with
     "fail"): stop as soon as most of the first shards failed or diverged at the critical
-    rate (:class:`shardmc.exclusion.EarlyAbort`) instead of sampling the rest. ``on_shard_done`` is
-    called with every result as it arrives (a run store persists it); ``lookup(index,
-    prior_scale)`` returns a result kept from an interrupted run, and that shard is not
-    run again (see :mod:`shardmc.store`). Raises ShardMCInputError
-    for bad input before any sampling.
+    rate (:class:`shardmc.core.exclusion.EarlyAbort`) instead of sampling the rest.
+    ``on_shard_done`` is called with every result as it arrives (a run store persists
+    it); ``lookup(index, prior_scale)`` returns a result kept from an interrupted run, and
+    that shard is not run again (see :mod:`shardmc.workflow.store`). Raises
+    ShardMCInputError for bad input before any sampling.
     """
     started, clock = time.perf_counter(), PhaseClock()
     enable_x64()

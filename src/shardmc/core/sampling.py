@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from shardmc import nuts
+from shardmc.core import nuts
 
 #: Divergence-rate levels (fraction of post-warmup transitions): below TARGET is good,
 #: above HIGH the shard is retried and then counts as failed, above CRITICAL it is unusable.

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from shardmc.core.sampling import CHAIN_METHODS, INIT_MASS, INIT_STRATEGIES, SamplerConfig
 from shardmc.errors import ShardMCInputError
-from shardmc.sampling import CHAIN_METHODS, INIT_MASS, INIT_STRATEGIES, SamplerConfig
 
 COMBINE_SPACES = ("unconstrained", "constrained")
 

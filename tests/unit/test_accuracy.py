@@ -1,10 +1,10 @@
-"""The accuracy harness ``shardmc.validate.compare`` on draws with known differences."""
+"""The accuracy harness ``shardmc.accuracy.compare`` on draws with known differences."""
 
 import numpy as np
 import pytest
 from scipy.stats import norm
 
-from shardmc.validate import compare, gaussian_w2, marginal_accuracy
+from shardmc.accuracy import compare, gaussian_w2, marginal_accuracy
 
 S = 8_000
 
@@ -83,3 +83,15 @@ def test_helpers():
     assert marginal_accuracy(x, x) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="coordinates"):
         compare(np.zeros((10, 2)), np.zeros((10, 3)))
+
+
+def test_the_old_module_name_still_imports_with_a_deprecation_warning():
+    import importlib
+    import sys
+
+    import shardmc.accuracy
+
+    sys.modules.pop("shardmc.validate", None)
+    with pytest.warns(DeprecationWarning, match="renamed shardmc.accuracy"):
+        old = importlib.import_module("shardmc.validate")
+    assert old.compare is shardmc.accuracy.compare

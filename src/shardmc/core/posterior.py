@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from shardmc._arviz import az
-from shardmc.diagnostics import shard_warnings
+from shardmc.core._arviz import az
+from shardmc.core.diagnostics import shard_warnings
 
-#: Sample-stat variables kept per shard draw, as written by :mod:`shardmc.sampling`.
+#: Sample-stat variables kept per shard draw, as written by :mod:`shardmc.core.sampling`.
 SHARD_STAT_NAMES = ("diverging", "accept_prob", "tree_depth", "n_steps", "energy", "lp",
                     "step_size")
 #: Extra InferenceData groups (beyond ``posterior``) written by :meth:`Posterior.to_arviz`.
@@ -31,7 +31,7 @@ class Posterior:
     unconstrained: combined unconstrained draws (S, d), coordinates named by ``coords``.
     shard_draws: each shard's unconstrained draws (K, C, S_k, d).
     shard_stats: per-draw NUTS statistics (K, C, S_k) by name.
-    diagnostics: per-shard diagnostics (see :func:`shardmc.diagnostics.shard_diagnostics`).
+    diagnostics: per-shard diagnostics (see :func:`shardmc.core.diagnostics.shard_diagnostics`).
     provenance: seed, K, shard sizes, sampler settings, combination, versions (JSON-able).
     shard_laplace: each shard's Laplace precision (K, d, d) at its posterior mean (the
     consensus weights' shrinkage target; pass it as ``laplace=`` to recombine), or None.
@@ -78,9 +78,10 @@ class Posterior:
         """Per-shard and cross-shard problems in words a user can act on: divergences,
         R-hat/ESS/E-BFMI, heterogeneity of shard means, non-Gaussian or bimodal
         sub-posteriors, excluded shards, the XPCS time origin where the dt/2 rate floor
-        matters (``provenance["xpcs_time"]``). Returns a :class:`shardmc.report.DiagnosisReport`
-        (print it); options go to :func:`shardmc.report.diagnose`."""
-        from shardmc.report import diagnose
+        matters (``provenance["xpcs_time"]``). Returns a
+        :class:`shardmc.core.diagnosis.DiagnosisReport` (print it); options go to
+        :func:`shardmc.core.diagnosis.diagnose`."""
+        from shardmc.core.diagnosis import diagnose
 
         return diagnose(self, **options)
 

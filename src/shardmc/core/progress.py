@@ -2,7 +2,7 @@
 
 Backends that run shards elsewhere report :class:`ShardEvent` s (a shard started on a
 worker, a shard is retried); results mark shards done or failed. Per-shard timing goes
-to the ``shardmc.progress`` logger at INFO.
+to the ``shardmc.core.progress`` logger at INFO.
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from shardmc.core.sampling import SamplingStats, ShardResult
 from shardmc.errors import ShardMCInputError
-from shardmc.sampling import SamplingStats, ShardResult
 
 CONFIG_FILE = "config.yaml"
 MANIFEST_FILE = "manifest.json"

@@ -19,7 +19,7 @@ from numpyro.infer import init_to_median, init_to_sample, init_to_value
 from numpyro.infer.hmc import hmc
 from numpyro.infer.util import initialize_model, potential_energy
 
-from shardmc.tempering import tempered_model
+from shardmc.core.tempering import tempered_model
 
 #: Draws used by init_to_median to estimate each latent site's prior median.
 INIT_MEDIAN_DRAWS = 15

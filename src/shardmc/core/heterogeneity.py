@@ -1,7 +1,7 @@
 """Cross-shard statistics: do the shards agree, and are their sub-posteriors Gaussian?
 
 Pure functions on shard draws (K, S, d) or shard means and variances; the plain-language
-report built from them is :func:`shardmc.report.diagnose`.
+report built from them is :func:`shardmc.core.diagnosis.diagnose`.
 """
 
 from __future__ import annotations
@@ -117,11 +117,10 @@ def _bounds_of(transform: Any, shape: tuple[int, ...]) -> list[list[float | None
 def constrained_shard_means(layout: Any, shard_draws: np.ndarray) -> dict[str, Any]:
     """Per-shard means of the constrained parameters, their names and support bounds.
 
-    layout: a :class:`shardmc.params.ParamLayout`; shard_draws: unconstrained (K, C, S, d).
+    layout: a :class:`shardmc.core.params.ParamLayout`; shard_draws: unconstrained (K, C, S, d).
     JSON-able (None for an infinite bound), for the provenance of a fit.
     """
-    from shardmc import params as P
-
+    from shardmc.core import params as P
     flat = flat_shards(shard_draws)
     means = [P.flatten_constrained(layout, P.constrain(layout, x)).mean(axis=0) for x in flat]
     coords, bounds = [], []

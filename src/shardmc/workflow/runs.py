@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from shardmc.core.progress import PhaseClock
 from shardmc.errors import ShardMCInputError
-from shardmc.progress import PhaseClock
-from shardmc.store import (
+from shardmc.workflow.store import (
     CONFIG_FILE,
     FIT_FILE,
     LOG_FILE,
@@ -141,7 +141,7 @@ def _diagnosis_lines(post: Any) -> list[str]:
 def _with_time_origin(post: Any, inputs: Any) -> Any:
     """The posterior with the data's time origin in its provenance; where the dt/2 rate
     floor matters (docs/xpcs.md, "Time origin") its finding goes to the log, once."""
-    from shardmc.report import time_origin_issues
+    from shardmc.core.diagnosis import time_origin_issues
     from shardmc.xpcs.timeorigin import record_time_origin
 
     post = record_time_origin(post, inputs.model, inputs.data)
@@ -166,7 +166,7 @@ def write_results(store: RunStore, inputs: Any, data_file: Path, post: Any,
     arrays = {"c2": np.asarray(data.c2), "fitted": fitted, "residual": data.c2 - fitted,
               "t": np.asarray(data.t), "phi": np.asarray(data.phi),
               "q": np.float64(data.q)}
-    from shardmc.store import atomic_write
+    from shardmc.workflow.store import atomic_write
 
     atomic_write(store.path / FIT_FILE, lambda f: np.savez(f, **arrays))
     truth_file = truth_path(data_file)
@@ -186,7 +186,7 @@ def write_results(store: RunStore, inputs: Any, data_file: Path, post: Any,
 
 
 def _manifest(inputs: Any, data_file: Path, hashes: dict[str, str]) -> dict[str, Any]:
-    from shardmc.engine import _versions
+    from shardmc.core.engine import _versions
 
     fk = inputs.fit_kwargs
     return {"versions": _versions(),
@@ -268,7 +268,7 @@ def execute(cfg: Any, store: RunStore, *, resume: bool, progress: bool | None = 
                               finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                               seconds=summary["seconds"])
         if report:
-            from shardmc.runreport import write_report
+            from shardmc.workflow.html_report import write_report
 
             with clock.phase("report"):
                 write_report(store.path)
@@ -294,7 +294,7 @@ def _report_warnings(summary: dict[str, Any], echo: Callable[[str], None]) -> No
 def _refined(post: Any, inputs: Any, n: int, echo: Callable[[str], None]) -> Any:
     """The importance-corrected posterior (combine.importance_refine) when its Pareto
     k-hat says it can be trusted; else the CMC posterior, with the attempt recorded."""
-    from shardmc.refine import importance_refine
+    from shardmc.core.refine import importance_refine
 
     try:
         refined = importance_refine(post, inputs.model, inputs.points,

@@ -14,8 +14,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from shardmc.core.sampling import DIVERGENCE_RATE_CRITICAL, ShardResult
 from shardmc.errors import Remedy, ShardFailedError, ShardMCInputError
-from shardmc.sampling import DIVERGENCE_RATE_CRITICAL, ShardResult
 
 log = logging.getLogger(__name__)
 
