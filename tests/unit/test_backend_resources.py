@@ -168,6 +168,35 @@ def test_wide_rows_count_the_model_memory_profile():
             == 2 * extra)
 
 
+def test_auto_sizes_the_pool_to_the_memory(monkeypatch):
+    """auto starts no more workers than fit in memory, and runs in one process when
+    fewer than two fit (instead of a pool the memory check would refuse)."""
+    import shardmc.backends as B
+
+    monkeypatch.setattr(B, "physical_cores", lambda: 8)
+    per_worker = R.workload_memory(BIG, processes=1)
+    segments = BIG.num_shards * BIG.shard_points * (BIG.point_bytes + 1)
+
+    def memory(workers: float) -> int:  # available memory that fits ``workers`` workers
+        return int((workers * per_worker + segments) / R.MEMORY_SAFETY_FRACTION) + 1
+
+    monkeypatch.setattr(R, "available_memory", lambda: memory(100))
+    roomy = backend_choice(BIG, examples.linear_regression_known_noise)
+    assert roomy.name == "processes" and roomy.workers is None
+    monkeypatch.setattr(R, "available_memory", lambda: memory(2.5))
+    tight = backend_choice(BIG, examples.linear_regression_known_noise)
+    assert tight.name == "processes" and tight.workers == 2
+    assert "as many as fit in memory" in tight.reason
+    if R.usable_cores() >= 2:  # the pool itself checks its workers against the cores
+        backend = select_backend("auto", choice=tight)
+        assert backend.workers == 2
+        assert backend.estimate_memory(BIG) <= R.MEMORY_SAFETY_FRACTION * memory(2.5)
+        backend.close()
+    monkeypatch.setattr(R, "available_memory", lambda: memory(1.5))
+    alone = backend_choice(BIG, examples.linear_regression_known_noise)
+    assert alone.name == "sequential" and alone.reason.startswith("memory:")
+
+
 def test_memory_refusal_names_the_numbers(monkeypatch):
     with pytest.raises(ShardMCInputError, match=r"memory: .* needs about .* GiB"):
         R.check_memory(10 * R.GiB, "the run", available=R.GiB)

@@ -22,6 +22,7 @@ from shardmc.backends.resources import (
     pool_seconds_saved,
     preflight,
     should_use_pool,
+    workers_that_fit,
 )
 from shardmc.backends.sequential import SequentialBackend
 from shardmc.errors import ShardMCInputError
@@ -45,16 +46,20 @@ BACKENDS: dict[str, Any] = {"sequential": SequentialBackend, "processes": Proces
 
 
 class BackendChoice(NamedTuple):
-    """What ``auto`` picked (a name of :data:`BACKENDS`) and why, in one sentence."""
+    """What ``auto`` picked (a name of :data:`BACKENDS`) and why, in one sentence;
+    ``workers``: the pool size where memory allows fewer than one per core (None: the
+    backend's default)."""
 
     name: str
     reason: str
+    workers: int | None = None
 
 
 def backend_choice(workload: Workload | None, model: Any = None) -> BackendChoice:
     """The ``auto`` choice and its reason: ``jax`` when JAX has an accelerator (all shards
     in one program); on CPU ``processes`` when a pool pays off (:func:`should_use_pool`)
-    and its workers can import ``model``, else ``sequential``. (On CPU the vmapped program
+    and its workers can import ``model`` (as many workers as fit in memory, at least 2),
+    else ``sequential``. (On CPU the vmapped program
     runs chains in lockstep and was 2-3x slower than ``sequential`` in
     ``benchmarks/backends.py``, so CPU never gets ``jax``.)"""
     import jax
@@ -71,6 +76,12 @@ def backend_choice(workload: Workload | None, model: Any = None) -> BackendChoic
                 else f"{cores} physical core")
         return BackendChoice("sequential", f"{what}: nothing runs side by side")
     workers = min(cores, workload.num_shards)
+    fit = workers_that_fit(workload, workers)
+    if fit < 2:
+        return BackendChoice("sequential", f"memory: {workers} workers would not fit in the "
+                             "available memory (estimate); one process runs the shards in turn")
+    capped = fit < workers
+    workers = fit
     shard_seconds = estimate_shard_seconds(workload)
     saved = pool_seconds_saved(workload.num_shards, workers, shard_seconds)
     if not should_use_pool(workload.num_shards, workers, shard_seconds):
@@ -83,9 +94,11 @@ def backend_choice(workload: Workload | None, model: Any = None) -> BackendChoic
         except ShardMCInputError as exc:
             return BackendChoice("sequential", f"worker processes cannot import the model "
                                  f"({exc})")
-    return BackendChoice("processes", f"{workers} workers on {cores} physical cores save "
-                         f"about {saved:.0f} s of {workload.num_shards * shard_seconds:.0f} s "
-                         "of sampling (estimate)")
+    limit = " (as many as fit in memory)" if capped else ""
+    return BackendChoice("processes", f"{workers} workers{limit} on {cores} physical cores "
+                         f"save about {saved:.0f} s of "
+                         f"{workload.num_shards * shard_seconds:.0f} s of sampling (estimate)",
+                         workers if capped else None)
 
 
 def choose_backend(workload: Workload | None) -> str:
@@ -111,12 +124,15 @@ def select_backend(name: str | Backend = "auto", *, workload: Workload | None = 
         return name  # type: ignore[return-value]
     auto = name == "auto"
     if auto:
-        name = (choice or backend_choice(workload, model)).name
+        choice = choice or backend_choice(workload, model)
+        name = choice.name
     if name not in BACKENDS:
         raise ShardMCInputError(
             f"backend: expected one of {['auto', *sorted(BACKENDS)]}, found {name!r}"
         )
     factory = BACKENDS[name]
+    if auto and choice.workers is not None and "workers" not in options:
+        options = {**options, "workers": choice.workers}
     if auto:
         if factory is _jax_backend:  # the lazy factory takes **options: check the class
             from shardmc.backends.jax_devices import JaxBackend

@@ -135,6 +135,16 @@ def workload_memory(w: Workload, processes: int = 1, shards_at_once: int = 1) ->
     return int(processes * (base + shards_at_once * per_shard))
 
 
+def workers_that_fit(w: Workload, workers: int, available: int | None = None) -> int:
+    """How many of ``workers`` pool processes (with the shards' shared-memory segments,
+    as ``ProcessesBackend.estimate_memory``) fit in the safe share of memory, 0 to
+    ``workers``."""
+    available = available_memory() if available is None else available
+    budget = MEMORY_SAFETY_FRACTION * available - w.num_shards * w.shard_points * (
+        w.point_bytes + 1)
+    return max(0, min(workers, int(budget // workload_memory(w, processes=1))))
+
+
 def check_memory(needed: int, what: str, available: int | None = None) -> None:
     """Refuse (ShardMCInputError) a plan whose estimate exceeds the safe share of memory."""
     available = available_memory() if available is None else available
