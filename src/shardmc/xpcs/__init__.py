@@ -33,9 +33,7 @@ from shardmc.xpcs.loaders import (
     write_aps_old,
     write_aps_u,
 )
-from shardmc.xpcs.models import (
-    PER_ANGLE_MODES,
-    XPCSModel,
+from shardmc.xpcs.model_arrays import (
     fitted_c2,
     fixed_scaling,
     mean_c2,
@@ -44,6 +42,7 @@ from shardmc.xpcs.models import (
     prepare,
     to_site_values,
 )
+from shardmc.xpcs.models import PER_ANGLE_MODES, XPCSModel
 from shardmc.xpcs.parameters import (
     PARAMETER_TABLE,
     ParameterSpec,

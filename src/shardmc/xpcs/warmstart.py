@@ -23,14 +23,8 @@ from scipy.optimize import least_squares
 
 from shardmc.errors import ShardMCInputError
 from shardmc.xpcs.data import XPCSData, estimate_scaling
-from shardmc.xpcs.models import (
-    XPCSModel,
-    mean_c2,
-    model_data,
-    model_kwargs,
-    site_bounds,
-    to_site_values,
-)
+from shardmc.xpcs.model_arrays import mean_c2, model_data, model_kwargs, to_site_values
+from shardmc.xpcs.models import XPCSModel, site_bounds
 from shardmc.xpcs.parameters import LOG_PRIOR_KINDS, NOISE_PARAM, PARAMETER_TABLE, SCALING_PARAMS
 
 #: Points used by the fit at most (a seeded random subset above this).
