@@ -50,6 +50,7 @@ from shardmc.backends.resources import (
     Workload,
     check_count,
     physical_cores,
+    pool_memory,
     usable_cores,
     workload_memory,
 )
@@ -160,9 +161,7 @@ class DaskBackend:
         """Peak bytes on this machine: local workers and their shard copies; for batch
         jobs, refuse workers whose memory share cannot hold one shard."""
         if self.local:
-            workers = min(self.workers, workload.num_shards)
-            copies = workload.num_shards * workload.shard_points * (workload.point_bytes + 1)
-            return workload_memory(workload, processes=workers) + copies
+            return pool_memory(workload, min(self.workers, workload.num_shards))
         if self.options.batch:
             check_worker_memory(self.options, workload_memory(workload, processes=1))
         return 0

@@ -35,8 +35,8 @@ from shardmc.backends.resources import (
     Workload,
     check_count,
     physical_cores,
+    pool_memory,
     usable_cores,
-    workload_memory,
 )
 from shardmc.core.progress import RETRY, STARTED, ShardEvent
 from shardmc.errors import ShardMCInputError
@@ -182,9 +182,7 @@ class ProcessesBackend:
 
     def estimate_memory(self, workload: Workload) -> int:
         """Peak bytes of the workers plus the shard segments in shared memory."""
-        workers = min(self.workers, workload.num_shards)
-        segments = workload.num_shards * workload.shard_points * (workload.point_bytes + 1)
-        return workload_memory(workload, processes=workers) + segments
+        return pool_memory(workload, min(self.workers, workload.num_shards))
 
     # -- pool --------------------------------------------------------------------------
     def _get_pool(self) -> WorkerPool:

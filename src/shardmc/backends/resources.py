@@ -135,13 +135,18 @@ def workload_memory(w: Workload, processes: int = 1, shards_at_once: int = 1) ->
     return int(processes * (base + shards_at_once * per_shard))
 
 
+def pool_memory(w: Workload, workers: int) -> int:
+    """Peak bytes of ``workers`` local worker processes plus every shard's arrays (and mask)
+    held once in shared memory for them."""
+    segments = w.num_shards * w.shard_points * (w.point_bytes + 1)
+    return workload_memory(w, processes=workers) + segments
+
+
 def workers_that_fit(w: Workload, workers: int, available: int | None = None) -> int:
-    """How many of ``workers`` pool processes (with the shards' shared-memory segments,
-    as ``ProcessesBackend.estimate_memory``) fit in the safe share of memory, 0 to
-    ``workers``."""
+    """How many of ``workers`` pool processes (:func:`pool_memory`) fit in the safe share
+    of memory, 0 to ``workers``."""
     available = available_memory() if available is None else available
-    budget = MEMORY_SAFETY_FRACTION * available - w.num_shards * w.shard_points * (
-        w.point_bytes + 1)
+    budget = MEMORY_SAFETY_FRACTION * available - pool_memory(w, 0)
     return max(0, min(workers, int(budget // workload_memory(w, processes=1))))
 
 
